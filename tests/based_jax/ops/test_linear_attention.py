@@ -93,8 +93,11 @@ def test_matches_float64(impl, normalize, case):
 def test_initial_state_is_used(impl):
   rng = np.random.default_rng()
   q, k, v = _inputs(rng, 2, 37, 2, 8)
-  kv0 = rng.standard_normal((2, 2, 273, 8)).astype(np.float32)
-  ks0 = np.abs(rng.standard_normal((2, 2, 273))).astype(np.float32) + 1.0
+  # A state some earlier tokens could have produced, so denominators stay >= count / 2.
+  k_prev = rng.standard_normal((2, 23, 2, 16))
+  v_prev = rng.standard_normal((2, 23, 2, 8))
+  kv0 = np.einsum("blhe,blhd->bhed", _phi64(k_prev), v_prev).astype(np.float32)
+  ks0 = _phi64(k_prev).sum(1).astype(np.float32)
   want, want_kv, want_ks = _numpy_linear_attention(q, k, v, True, 1e-12, kv0, ks0)
   out, state = ops.linear_attention(q, k, v, normalize=True, impl=impl,
                                     initial_state=LinearAttentionState(kv0, ks0))
