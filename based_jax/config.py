@@ -381,6 +381,10 @@ class BasedConfig:
     return None if w is None else w // 2
 
   @property
+  def conv_mixer(self) -> ConvMixerConfig | None:
+    return self._mixer_of_kind(ConvMixerConfig)
+
+  @property
   def linear_attention(self) -> LinearAttentionMixerConfig | None:
     return self._mixer_of_kind(LinearAttentionMixerConfig)
 

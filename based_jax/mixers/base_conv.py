@@ -1,0 +1,121 @@
+"""BaseConv: a short causal depthwise convolution gated by a linear branch (Based's main mixer).
+
+    u = in_proj(x) = [u1 | u2]                       # [B, L, 2C], C = d_inner
+    c_t = sum_k w[k] * u1_{t-(K-1)+k}  (+ bias)      # causal, u1 at t < 0 is 0
+    y = out_proj(silu(c) * u2)
+
+Decoding keeps the last K-1 vectors of u1 (oldest first); the conv of one new token is the same
+sum over [history, u1_t]. Left-pad positions have u1 zeroed, so real tokens see exactly what they
+would see at the start of an unpadded sequence.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax import struct
+
+from based_jax.config import BasedConfig
+from based_jax.layers import Dtype, dense
+
+
+@struct.dataclass
+class ConvCache:
+  """history: [B, K-1, C], the last K-1 conv inputs u1, oldest first (compute dtype)."""
+
+  history: jax.Array
+
+
+def causal_depthwise_conv(u: jax.Array, kernel: jax.Array, history: jax.Array,
+                          bias: jax.Array | None = None) -> jax.Array:
+  """Causal depthwise conv continuing from `history` (the K-1 inputs before u[:, 0]).
+
+  u: [B, L, C]; kernel: [K, 1, C] (torch weight (C, 1, K) transposed; kernel[K-1] multiplies the
+  current token); history: [B, K-1, C] -> [B, L, C] in u's dtype (fp32 accumulation).
+  """
+  taps, length = kernel.shape[0], u.shape[1]
+  ext = jnp.concatenate([history.astype(u.dtype), u], axis=1)  # [B, K-1+L, C]
+  w = kernel[:, 0, :].astype(jnp.float32)  # [K, C]
+  out = sum(ext[:, k:k + length].astype(jnp.float32) * w[k] for k in range(taps))  # [B, L, C]
+  if bias is not None:
+    out = out + bias.astype(jnp.float32)
+  return out.astype(u.dtype)
+
+
+class CausalDepthwiseConv1d(nn.Module):
+  """Params `kernel` [K, 1, C] (and `bias` [C] when present): torch ShortConvolution.conv."""
+
+  channels: int
+  kernel_size: int
+  use_bias: bool = False
+
+  def setup(self):
+    self.kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                             (self.kernel_size, 1, self.channels), jnp.float32)
+    self.bias = (self.param("bias", nn.initializers.zeros, (self.channels,), jnp.float32)
+                 if self.use_bias else None)
+
+  def __call__(self, u: jax.Array, history: jax.Array) -> jax.Array:
+    return causal_depthwise_conv(u, self.kernel, history, self.bias)
+
+
+class ShortConvolution(nn.Module):
+  """Wrapper so that the param path is mixer/conv/conv/kernel, as in torch."""
+
+  channels: int
+  kernel_size: int
+  use_bias: bool = False
+
+  def setup(self):
+    self.conv = CausalDepthwiseConv1d(self.channels, self.kernel_size, self.use_bias)
+
+  def __call__(self, u: jax.Array, history: jax.Array) -> jax.Array:
+    return self.conv(u, history)
+
+
+class BaseConv(nn.Module):
+  """x: [B, L, d] -> [B, L, d]. See the module docstring."""
+
+  config: BasedConfig
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    c = cfg.conv_d_inner
+    self.in_proj = dense(2 * c, use_bias=cfg.conv_mixer.use_bias, dtype=self.dtype,
+                         name="in_proj")
+    self.conv = ShortConvolution(c, cfg.conv_kernel_size, cfg.conv_bias)
+    self.out_proj = dense(cfg.n_embd, use_bias=cfg.conv_mixer.use_bias, dtype=self.dtype,
+                          name="out_proj")
+
+  def _mix(self, x, mask, history):
+    c = self.config.conv_d_inner
+    u = self.in_proj(x)  # [B, L, 2C]
+    u1, u2 = u[..., :c], u[..., c:]  # [B, L, C] each
+    if mask is not None:
+      u1 = jnp.where(mask[..., None], u1, 0)
+    conv = self.conv(u1, history)  # [B, L, C]
+    y = self.out_proj(jax.nn.silu(conv) * u2)  # [B, L, d]
+    return y, u1
+
+  def _empty_history(self, x):
+    k = self.config.conv_kernel_size
+    return jnp.zeros((x.shape[0], k - 1, self.config.conv_d_inner), self.dtype)
+
+  def __call__(self, x, mask=None, positions=None):
+    del positions  # no positional information in a convolution
+    return self._mix(x, mask, self._empty_history(x))[0]
+
+  def prefill(self, x, mask, positions, max_length):
+    del positions, max_length
+    history = self._empty_history(x)
+    y, u1 = self._mix(x, mask, history)
+    k = self.config.conv_kernel_size
+    ext = jnp.concatenate([history, u1.astype(self.dtype)], axis=1)  # [B, K-1+L, C]
+    return y, ConvCache(history=ext[:, ext.shape[1] - (k - 1):])
+
+  def decode_step(self, x, cache: ConvCache, position, index):
+    """x: [B, 1, d] -> ([B, 1, d], cache with u1 of this token appended)."""
+    del position, index
+    y, u1 = self._mix(x, None, cache.history)
+    ext = jnp.concatenate([cache.history, u1.astype(self.dtype)], axis=1)  # [B, K, C]
+    return y, ConvCache(history=ext[:, 1:])
