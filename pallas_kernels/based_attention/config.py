@@ -1,0 +1,36 @@
+"""Static configuration of the Pallas (Mosaic GPU) Based linear-attention kernel."""
+
+import dataclasses
+
+CHUNK = 64  # tokens per step: the wgmma M dimension
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+  """Tuning knobs; every field is static (part of the jit cache key).
+
+  max_value_block: widest slice of Dv one kernel launch carries (its fp32 state
+    lives in registers: 192 x block / 128 threads per warpgroup).
+  target_blocks: the sequence is split into segments until B * H * segments reaches this many
+    thread blocks (2 per SM on a 132-SM H200), so that small batches fill the chip.
+  min_segment_chunks: never split the sequence into segments shorter than this many chunks.
+  max_concurrent_steps: TMA pipeline depth.
+  """
+
+  max_value_block: int = 64
+  target_blocks: int = 264
+  min_segment_chunks: int = 4
+  max_concurrent_steps: int = 2
+
+  def __post_init__(self):
+    if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
+      raise ValueError(
+          f"KernelConfig.max_value_block must be a multiple of 16 in [16, 128]; got "
+          f"{self.max_value_block}")
+    if self.target_blocks < 1 or self.min_segment_chunks < 1:
+      raise ValueError(
+          "KernelConfig.target_blocks and min_segment_chunks must be >= 1; got "
+          f"{self.target_blocks}, {self.min_segment_chunks}")
+    if self.max_concurrent_steps < 1:
+      raise ValueError(
+          f"KernelConfig.max_concurrent_steps must be >= 1; got {self.max_concurrent_steps}")

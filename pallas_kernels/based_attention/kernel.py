@@ -1,0 +1,263 @@
+"""Mosaic GPU (Hopper) kernel for causal Based linear attention over one sequence segment.
+
+One thread block (one warpgroup) owns one (head, segment, batch) and one block of value columns
+`[col0, col0 + ncols)`. It walks its segment in 64-token chunks through a TMA pipeline and keeps
+the running state `S [192, ncols]` and `KS [192, 16]` (all 16 columns equal the key sum) as fp32
+wgmma accumulators in registers, in the symmetric feature layout `psi` of `features.py`.
+
+Per chunk, with Q, K [64, 16] and V [64, ncols] in shared memory:
+  1. psi(Q) [64, 192] is built on the tensor cores: two exact 0/1 products X @ M and one
+     elementwise multiply per 64-feature group (`_build_features`), stored to SMEM as bf16.
+  2. o = psi(Q) @ bf16(S) + P @ V,  den = psi(Q) @ bf16(KS) + P @ 1,  with the intra-chunk
+     P = causal_mask(1 + s + s^2 / 2), s = Q K^T / 4, rounded to bf16 and staged in SMEM (the
+     CPU interpreter accepts only SMEM A operands).
+  3. psi(K) replaces psi(Q) in SMEM; S += psi(K)^T @ V, KS += psi(K)^T @ 1 (transposed operand).
+  4. bf16 copies of S and KS go to SMEM for the next chunk; o (or o / (den + eps)) goes out by TMA.
+
+All wgmma operands use a 32-byte swizzle with (8, 16) tiles, which every operand here fits
+(K = 16 for Q K^T and the feature products). The caller (`api.py`) pads L to a multiple of 64,
+splits the sequence into segments, combines per-segment states and converts layouts.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from pallas_kernels.based_attention import features
+from pallas_kernels.based_attention.config import CHUNK
+
+_F = features.FEATURE_DIM        # 16
+_G = features.PSI_GROUPS         # 3 groups of 64 psi rows
+_ONES_COLS = 16                  # width of the all-ones operand that yields key sums
+_WGMMA = plgpu.Layout.WGMMA
+
+
+def _tiled():
+  """Transforms for every wgmma operand: (8, 16) bf16 tiles with a 32-byte swizzle."""
+  return (plgpu.TilingTransform((8, 16)), plgpu.SwizzleTransform(32))
+
+
+def _mm(a, b, shape):
+  """Returns a @ b as an fp32 [M, N] array (one wgmma, waited for)."""
+
+  def body(acc_ref):
+    plgpu.wgmma(acc_ref, a, b)
+    return acc_ref[...]
+
+  return pl.run_scoped(body, plgpu.ACC(shape, jnp.float32))
+
+
+def _build_features(x_smem, mats_smem, phi_smem):
+  """psi(X) for a [64, 16] bf16 tile into phi_smem [3, 64, 64] bf16 (see features.py)."""
+  col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, 64), 1, layout=_WGMMA)  # [64, 64]
+  tiled_x = _mm(x_smem, mats_smem.at[0], (CHUNK, 64))                     # [64, 64] x_{j%16}
+  for g in range(2):
+    shifted = _mm(x_smem, mats_smem.at[1 + g], (CHUNK, 64))              # [64, 64] x_{j%16+d}
+    if g == 0:
+      scale = jnp.where(col < _F, features.QUAD_SCALE, features.PAIR_SCALE)
+    else:
+      scale = features.PAIR_SCALE
+    phi_smem[g] = (tiled_x * shifted * scale).astype(jnp.bfloat16)
+  left = _mm(x_smem, mats_smem.at[3], (CHUNK, 64)) + jnp.where(col >= _F, 1.0, 0.0)
+  right = _mm(x_smem, mats_smem.at[4], (CHUNK, 64)) + jnp.where(col == 2 * _F, 1.0, 0.0)
+  scale = jnp.where(col < _F, features.QUAD_SCALE, 1.0)
+  phi_smem[2] = (left * right * scale).astype(jnp.bfloat16)
+  plgpu.commit_smem()
+
+
+def _taylor_scores(q_smem, k_smem):
+  """Causally masked 1 + s + s^2/2, s = Q K^T / 4, as bf16 [64 q, 64 k] (stored to SMEM)."""
+  scores = _mm(q_smem, k_smem.T, (CHUNK, CHUNK)) * 0.25                  # [64 q, 64 k]
+  row = plgpu.broadcasted_iota(jnp.int32, (CHUNK, CHUNK), 0, layout=_WGMMA)
+  col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, CHUNK), 1, layout=_WGMMA)
+  taylor = 1.0 + scores + 0.5 * scores * scores
+  return jnp.where(row >= col, taylor, 0.0).astype(jnp.bfloat16)
+
+
+def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: int,
+                 ncols: int, normalize: bool, eps: float, emit_output: bool,
+                 emit_state: bool, max_concurrent_steps: int, interpret=None):
+  """Runs the kernel over all (head, segment, batch) blocks for value columns [col0, col0+ncols).
+
+  q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
+  mats: [5, 16, 64] bf16 (features.build_matrices()).
+  s0: [B, H, num_segments, 3, 64, ncols] bf16 and ks0: [B, H, num_segments, 3, 64, 16] bf16,
+    the state each segment starts from (psi layout, ks0 broadcast over its 16 columns), or None
+    for zeros. It enters only the outputs (as psi(Q) @ s0); it is not added to the state.
+  Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
+  segment's own state sums (without s0) s [B, H, nseg, 3, 64, ncols] and
+  ks [B, H, nseg, 3, 64, 16] f32 (all 16 columns of ks equal).
+  """
+  batch, length, heads, _ = q.shape
+  seg_len = length // num_segments
+  seg_chunks = seg_len // CHUNK
+  if seg_chunks < 1 or seg_chunks * CHUNK * num_segments != length:
+    raise ValueError(
+        f"segment_call: q length {length} must be num_segments ({num_segments}) x a positive "
+        f"multiple of {CHUNK}")
+  load_init = s0 is not None
+  state_shape = (batch, heads, num_segments, _G, CHUNK)
+  out_type = []
+  if emit_output:
+    out_type.append(jax.ShapeDtypeStruct((batch, length, heads, ncols), jnp.bfloat16))
+  if emit_state:
+    out_type.append(jax.ShapeDtypeStruct(state_shape + (ncols,), jnp.float32))
+    out_type.append(jax.ShapeDtypeStruct(state_shape + (_ONES_COLS,), jnp.float32))
+
+  def body(*refs):
+    refs = list(refs)
+    q_ref, k_ref, v_ref, mats_ref = refs[:4]
+    del refs[:4]
+    s0_ref = ks0_ref = None
+    if load_init:
+      s0_ref, ks0_ref = refs[:2]
+      del refs[:2]
+    o_ref = s_ref = ks_ref = None
+    if emit_output:
+      o_ref = refs.pop(0)
+    if emit_state:
+      s_ref, ks_ref = refs[:2]
+      del refs[:2]
+    (mats_smem, phi_smem, p_smem, sb_smem, ksb_smem, ones_smem, s0_smem, ks0_smem, o_smem,
+     barriers) = refs
+
+    h = lax.axis_index("h")
+    seg = lax.axis_index("seg")
+    b = lax.axis_index("b")
+
+    plgpu.copy_gmem_to_smem(mats_ref, mats_smem, barriers.at[0])
+    if load_init:
+      plgpu.copy_gmem_to_smem(s0_ref.at[b, h, seg], s0_smem, barriers.at[1])
+      plgpu.copy_gmem_to_smem(ks0_ref.at[b, h, seg], ks0_smem, barriers.at[2])
+    ones_smem[...] = jnp.ones((CHUNK, _ONES_COLS), jnp.bfloat16)
+    if emit_output:
+      for g in range(_G):
+        sb_smem[g] = jnp.zeros((CHUNK, ncols), jnp.bfloat16)
+        ksb_smem[g] = jnp.zeros((CHUNK, _ONES_COLS), jnp.bfloat16)
+    plgpu.commit_smem()
+    plgpu.barrier_wait(barriers.at[0])
+    if load_init:
+      plgpu.barrier_wait(barriers.at[1])
+      plgpu.barrier_wait(barriers.at[2])
+
+    def step(idx, *refs):
+      refs = list(refs)
+      s_accs, ks_accs = refs.pop()
+      if emit_output:
+        q_smem, k_smem, v_smem = refs
+        _build_features(q_smem, mats_smem, phi_smem)
+        p_smem[...] = _taylor_scores(q_smem, k_smem)
+        plgpu.commit_smem()
+
+        def outputs(o_acc, den_acc):
+          for g in range(_G):
+            if load_init:
+              plgpu.wgmma(o_acc, phi_smem.at[g], s0_smem.at[g])
+              plgpu.wgmma(den_acc, phi_smem.at[g], ks0_smem.at[g])
+            plgpu.wgmma(o_acc, phi_smem.at[g], sb_smem.at[g])
+            plgpu.wgmma(den_acc, phi_smem.at[g], ksb_smem.at[g])
+          plgpu.wgmma(o_acc, p_smem, v_smem)
+          plgpu.wgmma(den_acc, p_smem, ones_smem)
+          return o_acc[...], den_acc[...]
+
+        out, den = pl.run_scoped(
+            outputs,
+            plgpu.ACC((CHUNK, ncols), jnp.float32),
+            plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32))            # [64, ncols], [64, 16]
+        if normalize:
+          den_row = den.max(axis=1) + eps                             # [64] (columns are equal)
+          out = out / lax.broadcast_in_dim(den_row, out.shape, [0])
+        # Output tiles leave through our own double buffer: the pipeline's predicated output
+        # copies are not supported by the CPU interpreter.
+        slot = lax.rem(idx[0], 2)
+        plgpu.wait_smem_to_gmem(1, wait_read_only=True)
+        o_smem[slot] = out.astype(jnp.bfloat16)
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(o_smem.at[slot], o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])
+      else:
+        k_smem, v_smem = refs
+
+      _build_features(k_smem, mats_smem, phi_smem)
+      for g in range(_G):
+        plgpu.wgmma(s_accs[g], phi_smem.at[g].T, v_smem)
+        plgpu.wgmma(ks_accs[g], phi_smem.at[g].T, ones_smem)
+      if emit_output:
+        for g in range(_G):
+          sb_smem[g] = s_accs[g][...].astype(jnp.bfloat16)
+          ksb_smem[g] = ks_accs[g][...].astype(jnp.bfloat16)
+        plgpu.commit_smem()
+      else:
+        plgpu.wgmma_wait(0)
+      return s_accs, ks_accs
+
+    rows = pl.ds(seg * seg_len, seg_len)
+    feat_spec = plgpu.BlockSpec((CHUNK, _F), lambda i: (i, 0), transforms=_tiled())
+    val_spec = plgpu.BlockSpec((CHUNK, ncols), lambda i: (i, 0), transforms=_tiled())
+    in_refs = [k_ref.at[b, rows, h], v_ref.at[b, rows, h, pl.ds(col0, ncols)]]
+    in_specs = [feat_spec, val_spec]
+    o_gmem = None
+    if emit_output:
+      in_refs.insert(0, q_ref.at[b, rows, h])
+      in_specs.insert(0, feat_spec)
+      o_gmem = o_ref.at[b, rows, h]                                   # [seg_len, ncols]
+
+    def run(*accs):
+      s_accs, ks_accs = accs[:_G], accs[_G:]
+      pipeline = plgpu.emit_pipeline(
+          step, grid=(seg_chunks,), in_specs=in_specs,
+          max_concurrent_steps=max_concurrent_steps, init_carry=(s_accs, ks_accs))
+      s_accs, ks_accs = pipeline(*in_refs)
+      plgpu.wait_smem_to_gmem(0)
+      if emit_state:
+        pl.run_scoped(
+            functools.partial(_store_state, s_accs, ks_accs, s_ref.at[b, h, seg],
+                              ks_ref.at[b, h, seg]),
+            plgpu.SMEM((_G, CHUNK, ncols), jnp.float32),
+            plgpu.SMEM((_G, CHUNK, _ONES_COLS), jnp.float32))
+
+    pl.run_scoped(
+        run,
+        *[plgpu.ACC((CHUNK, ncols), jnp.float32) for _ in range(_G)],
+        *[plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32) for _ in range(_G)])
+
+  init_shape = lambda n: (_G, CHUNK, n) if load_init else (8, 16)
+  scratch = (
+      plgpu.SMEM((5, _F, 64), jnp.bfloat16, transforms=_tiled()),          # feature matrices
+      plgpu.SMEM((_G, CHUNK, 64), jnp.bfloat16, transforms=_tiled()),      # psi(Q) / psi(K)
+      plgpu.SMEM((CHUNK, CHUNK), jnp.bfloat16, transforms=_tiled()),       # intra-chunk P
+      plgpu.SMEM((_G, CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),   # bf16(S)
+      plgpu.SMEM((_G, CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # bf16(KS)
+      plgpu.SMEM((CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # all ones
+      plgpu.SMEM(init_shape(ncols), jnp.bfloat16, transforms=_tiled()),    # bf16(s0)
+      plgpu.SMEM(init_shape(_ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # bf16(ks0)
+      plgpu.SMEM((2, CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),   # output double buffer
+      plgpu.Barrier(num_barriers=3),
+  )
+  call = plgpu.kernel(
+      body,
+      out_type=tuple(out_type),
+      scratch_types=scratch,
+      grid=(heads, num_segments, batch),
+      grid_names=("h", "seg", "b"),
+      compiler_params=plgpu.CompilerParams(),
+      interpret=interpret,
+  )
+  args = [q, k, v, mats]
+  if load_init:
+    args += [s0, ks0]
+  return call(*args)
+
+
+def _store_state(s_accs, ks_accs, s_gmem, ks_gmem, stage_s, stage_ks):
+  """Copies the fp32 state accumulators to GMEM [3, 64, n] through SMEM staging."""
+  for g in range(_G):
+    stage_s[g] = s_accs[g][...]
+    stage_ks[g] = ks_accs[g][...]
+  plgpu.commit_smem()
+  plgpu.copy_smem_to_gmem(stage_s, s_gmem)
+  plgpu.copy_smem_to_gmem(stage_ks, ks_gmem)
+  plgpu.wait_smem_to_gmem(0)
