@@ -1,0 +1,261 @@
+"""generate(): recurrent decode vs full forwards, left-padding invariance, EOS, streaming, seeds,
+compilation counts, stop strings, argument errors.
+
+Two models: `CumsumLM`, a tiny Flax LM written here with the same prefill / decode_step API
+(its full forward is an independent cumulative-sum formula, so the decode loop mechanics are
+tested without the Based model), and the real `BasedLM` built from `BasedConfig.tiny`.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from based_jax import generation
+from based_jax.generation import bucket_length, generate
+from based_jax.sampling import SamplingConfig
+
+DECODE_TRACES = {"n": 0}
+
+
+class CumsumLM(nn.Module):
+  """logits_t = W tanh(sum_{s<=t} E[x_s]) + b over real tokens; the cache is the running sum."""
+
+  vocab: int = 41
+  width: int = 16
+
+  def setup(self):
+    self.embed = nn.Embed(self.vocab, self.width)
+    self.head = nn.Dense(self.vocab)
+
+  def __call__(self, ids):  # [B, L] -> [B, L, V]
+    h = jnp.cumsum(self.embed(ids), axis=1)  # [B, L, W]
+    return self.head(jnp.tanh(h))
+
+  def prefill(self, ids, mask, max_length):
+    del max_length
+    e = self.embed(ids)  # [B, L, W]
+    if mask is not None:
+      e = e * mask[..., None]
+    s = e.sum(axis=1)  # [B, W]
+    return self.head(jnp.tanh(s)), {"sum": s}
+
+  def decode_step(self, tok, cache):
+    DECODE_TRACES["n"] += 1
+    s = cache["sum"] + self.embed(tok)  # [B, W]
+    return self.head(jnp.tanh(s)), {"sum": s}
+
+
+@pytest.fixture(scope="module")
+def toy():
+  model = CumsumLM()
+  params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
+  # sharpen the head so greedy argmax has clear winners (no float ties between the two paths)
+  params = jax.tree.map(lambda x: x * 4.0, params)
+  return model, params
+
+
+def greedy_by_full_forwards(apply_fn, prompt: np.ndarray, steps: int) -> np.ndarray:
+  """Reference: re-run the whole sequence each step and take the argmax at its last token.
+
+  The sequence lives right-padded in one fixed [1, L + steps] buffer (one compilation); the
+  model is causal, so the padding after the last token cannot change that token's logits.
+  """
+  length = len(prompt)
+  seq = np.zeros((1, length + steps), np.int32)  # [1, L + T]
+  seq[0, :length] = prompt
+  forward = jax.jit(apply_fn)
+  out = []
+  for k in range(steps):
+    logits = np.asarray(forward(jnp.asarray(seq)))[0, length + k - 1]  # [V]
+    seq[0, length + k] = int(np.argmax(logits))
+    out.append(seq[0, length + k])
+  return np.array(out, np.int32)
+
+
+def left_pad(rows: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
+  length = max(len(r) for r in rows)
+  ids = np.full((len(rows), length), pad, np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for i, r in enumerate(rows):
+    ids[i, length - len(r):] = r
+    mask[i, length - len(r):] = 1
+  return ids, mask
+
+
+# ------------------------------------------------------------------------------------------
+# Decode-loop mechanics on the toy model
+# ------------------------------------------------------------------------------------------
+
+
+def test_toy_greedy_matches_full_forwards(toy):
+  model, params = toy
+  rng = np.random.default_rng()
+  prompt = rng.integers(0, model.vocab, size=(7,))
+  out = generate(model, params, prompt[None], max_new_tokens=70)
+  want = greedy_by_full_forwards(lambda x: model.apply({"params": params}, x), prompt, 70)
+  np.testing.assert_array_equal(out.tokens[0], want)
+  assert out.lengths.tolist() == [70] and out.finish_reasons == ("length",)
+  assert out.steps == 70 and out.prompt_length == 16
+
+
+def test_toy_left_padding_and_buckets_do_not_change_tokens(toy):
+  model, params = toy
+  rng = np.random.default_rng()
+  rows = [rng.integers(0, model.vocab, size=(n,)) for n in (1, 9, 4, 17)]  # 17 -> bucket 32
+  ids, mask = left_pad(rows, pad=3)
+  batch = generate(model, params, ids, mask, max_new_tokens=12)
+  for i, r in enumerate(rows):
+    for buckets in ("auto", None):
+      alone = generate(model, params, r[None], max_new_tokens=12, prompt_buckets=buckets)
+      np.testing.assert_array_equal(batch.tokens[i], alone.tokens[0], err_msg=f"row {i} {buckets}")
+
+
+def test_toy_eos_stops_rows_and_pads_them(toy):
+  model, params = toy
+  rng = np.random.default_rng()
+  ids = rng.integers(0, model.vocab, size=(5, 6))
+  free = generate(model, params, ids, max_new_tokens=24)
+  # choose as EOS a token that row 0 emits for the first time at step k > 0
+  firsts = {}
+  for k, t in enumerate(free.tokens[0]):
+    firsts.setdefault(int(t), k)
+  eos, k = max(firsts.items(), key=lambda kv: kv[1])
+  assert k > 0, "fixture: row 0 should emit a new token after step 0"
+  pad = model.vocab - 1 if eos != model.vocab - 1 else 0
+  out = generate(model, params, ids, max_new_tokens=24, eos_token_id=eos, pad_token_id=pad)
+  for b in range(ids.shape[0]):
+    hits = np.nonzero(free.tokens[b] == eos)[0]
+    n = int(hits[0]) + 1 if hits.size else 24
+    assert out.lengths[b] == n
+    np.testing.assert_array_equal(out.tokens[b, :n], free.tokens[b, :n])
+    assert (out.tokens[b, n:] == pad).all()
+    assert out.finish_reasons[b] == ("eos" if hits.size else "length")
+  assert out.lengths[0] == k + 1
+
+
+def test_toy_loop_stops_when_all_rows_finished(toy):
+  model, params = toy
+  ids = np.random.default_rng().integers(0, model.vocab, size=(1, 5))
+  free = generate(model, params, ids, max_new_tokens=30)
+  eos = int(free.tokens[0, 3])
+  n = int(np.nonzero(free.tokens[0] == eos)[0][0]) + 1
+  out = generate(model, params, ids, max_new_tokens=30, eos_token_id=eos)
+  assert out.steps == n < 30
+
+
+def test_toy_streaming_callback_sees_every_step_in_order(toy):
+  model, params = toy
+  ids = np.random.default_rng().integers(0, model.vocab, size=(3, 5))
+  free = generate(model, params, ids, max_new_tokens=10)
+  eos = int(free.tokens[1, 2])
+  seen = []
+  out = generate(model, params, ids, max_new_tokens=10, eos_token_id=eos,
+                 callback=lambda step, tok, active: seen.append((step, tok.copy(), active.copy())))
+  assert [s for s, _, _ in seen] == list(range(out.steps))
+  streamed = np.stack([t for _, t, _ in seen], axis=1)  # [B, steps]
+  np.testing.assert_array_equal(streamed, out.tokens[:, :out.steps])
+  active = np.stack([a for _, _, a in seen], axis=1)  # [B, steps]
+  np.testing.assert_array_equal(active.sum(axis=1), out.lengths)
+
+
+def test_toy_no_recompilation_across_calls_and_tokens(toy):
+  model, params = toy
+  generation.clear_cache()
+  traces0, decode0 = generation.TRACE_COUNT["generate"], DECODE_TRACES["n"]
+  rng = np.random.default_rng()
+  sampling = SamplingConfig(temperature=0.9, top_k=10)
+  a = generate(model, params, rng.integers(0, 41, (2, 5)), max_new_tokens=64, sampling=sampling,
+               seed=1)
+  b = generate(model, params, rng.integers(0, 41, (2, 11)), max_new_tokens=64, sampling=sampling,
+               seed=2)  # other prompt length in the same bucket (16), other seed
+  assert a.compile_s > 0 and b.compile_s == 0.0
+  assert generation.TRACE_COUNT["generate"] - traces0 == 1
+  assert DECODE_TRACES["n"] - decode0 == 1, "decode_step must be traced once, not once per token"
+  assert len(generation._COMPILED) == 1
+  generate(model, params, rng.integers(0, 41, (2, 20)), max_new_tokens=64, sampling=sampling)
+  assert len(generation._COMPILED) == 2  # bucket 32 is a new program
+
+
+def test_toy_seeded_sampling_reproducible_and_seed_dependent(toy):
+  model, params = toy
+  ids = np.random.default_rng().integers(0, model.vocab, size=(4, 6))
+  sampling = SamplingConfig(temperature=1.5)
+  a = generate(model, params, ids, max_new_tokens=32, sampling=sampling, seed=11)
+  b = generate(model, params, ids, max_new_tokens=32, sampling=sampling, seed=11)
+  c = generate(model, params, ids, max_new_tokens=32, sampling=sampling, seed=12)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  assert (a.tokens != c.tokens).any()
+
+
+def test_toy_sampling_never_picks_padded_vocab(toy):
+  model, params = toy
+  ids = np.random.default_rng().integers(0, 30, size=(8, 4))
+  # make the padded columns [30, 41) the most likely by far
+  params = jax.tree.map(lambda x: x, params)
+  params["head"]["bias"] = params["head"]["bias"].at[30:].add(100.0)
+  greedy = generate(model, params, ids, max_new_tokens=8, vocab_size=30)
+  assert (greedy.tokens >= 30).all(), "greedy is an argmax over all padded columns"
+  sampled = generate(model, params, ids, max_new_tokens=8, vocab_size=30,
+                     sampling=SamplingConfig(temperature=1.0))
+  assert (sampled.tokens < 30).all()
+
+
+class CharTokenizer:
+  """Token t decodes to chr(ord('a') + t % 26); enough for stop-string tests."""
+
+  def decode(self, ids):
+    return "".join(chr(ord("a") + int(t) % 26) for t in ids)
+
+
+def test_toy_stop_strings_cut_text_and_length(toy):
+  model, params = toy
+  tok = CharTokenizer()
+  ids = np.random.default_rng().integers(0, model.vocab, size=(2, 5))
+  free = generate(model, params, ids, max_new_tokens=20, tokenizer=tok)
+  text0 = free.texts[0]
+  assert text0 == tok.decode(free.tokens[0])
+  stop = text0[5:7]
+  out = generate(model, params, ids, max_new_tokens=20, tokenizer=tok, stop_strings=[stop])
+  cut = text0.find(stop)
+  assert out.texts[0] == text0[:cut]
+  assert out.finish_reasons[0] == "stop_string"
+  assert out.lengths[0] == cut + len(stop)
+  assert (out.tokens[0, out.lengths[0]:] == 0).all()
+  if stop not in free.texts[1]:
+    assert out.texts[1] == free.texts[1] and out.finish_reasons[1] == "length"
+
+
+def test_bucket_length():
+  assert [bucket_length(n) for n in (1, 16, 17, 100, 8000)] == [16, 16, 32, 128, 8192]
+  assert bucket_length(37, None) == 37
+  assert bucket_length(37, (32, 64, 128)) == 64
+  with pytest.raises(ValueError, match="prompt_buckets"):
+    bucket_length(200, (32, 64))
+  with pytest.raises(ValueError, match="prompt_buckets"):
+    bucket_length(3, "pow2")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(input_ids=np.zeros((3,), np.int32)), "input_ids must have shape"),
+    (dict(input_ids=np.zeros((2, 0), np.int32)), "input_ids must have shape"),
+    (dict(input_ids=np.zeros((2, 3), np.float32)), "input_ids must be an integer"),
+    (dict(input_ids=-np.ones((2, 3), np.int32)), "input_ids must be >= 0"),
+    (dict(attention_mask=np.ones((2, 4), np.int32)), "attention_mask must have the shape"),
+    (dict(attention_mask=np.array([[1, 0, 1], [1, 1, 1]])), "LEFT-padded"),
+    (dict(attention_mask=np.array([[0, 0, 0], [1, 1, 1]])), "no real token"),
+    (dict(attention_mask=np.array([[0, 2, 1], [1, 1, 1]])), "only 0"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(eos_token_id=-1), "eos_token_id"),
+    (dict(sampling={"temperature": 1.0}), "sampling must be a SamplingConfig"),
+    (dict(stop_strings=["x"]), "need a tokenizer"),
+    (dict(stop_strings="x", tokenizer=CharTokenizer()), "not one string"),
+    (dict(callback=3), "callback must be callable"),
+])
+def test_bad_arguments_raise_named_errors(toy, kwargs, match):
+  model, params = toy
+  args = dict(input_ids=np.ones((2, 3), np.int32), attention_mask=None, max_new_tokens=4)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    generate(model, params, args.pop("input_ids"), args.pop("attention_mask"), **args)
