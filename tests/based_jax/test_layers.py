@@ -1,0 +1,239 @@
+"""Leaf layers and mixers against float64 NumPy written from the math (based_model.md §3)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from based_jax.config import BasedConfig
+from based_jax.layers import RMSNorm, SwiGLU, apply_rotary, rotary_cos_sin
+from based_jax.mixers import (MHA, BaseConv, LinearAttention, SlidingWindowAttention,
+                              banded_attention, flash_causal_attention)
+
+F32 = dict(rtol=2e-5, atol=2e-5)
+
+
+def _rng(seed):
+  return np.random.default_rng(seed)
+
+
+def _np(tree):
+  return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), tree)
+
+
+# ---- float64 NumPy oracles -------------------------------------------------------------------
+
+
+def np_rmsnorm(x, w, eps):
+  return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps) * w
+
+
+def np_silu(x):
+  return x / (1.0 + np.exp(-x))
+
+
+def np_rope(x, positions, rotary_dim, base):
+  """Rotate pairs (i, i + R/2) by angle p * base^(-2i/R), via explicit 2x2 rotations."""
+  out = x.copy()
+  half = rotary_dim // 2
+  b, length = positions.shape
+  for bi in range(b):
+    for t in range(length):
+      for i in range(half):
+        ang = positions[bi, t] * base ** (-2.0 * i / rotary_dim)
+        c, s = math.cos(ang), math.sin(ang)
+        x1, x2 = x[bi, t, :, i], x[bi, t, :, i + half]
+        out[bi, t, :, i] = c * x1 - s * x2
+        out[bi, t, :, i + half] = s * x1 + c * x2
+  return out
+
+
+def np_masked_attention(q, k, v, scale, allowed):
+  """Dense softmax attention; allowed: [B, Lq, Lk] bool (each query row has >= 1 key)."""
+  s = np.einsum("bqhd,bkhd->bhqk", q, k) * scale
+  s = np.where(allowed[:, None], s, -np.inf)
+  p = np.exp(s - s.max(-1, keepdims=True))
+  p = p / p.sum(-1, keepdims=True)
+  return np.einsum("bhqk,bkhd->bqhd", p, v)
+
+
+def window_allowed(length, w, key_valid=None):
+  i = np.arange(length)[:, None]
+  j = np.arange(length)[None, :]
+  allowed = (j <= i) & (j >= i - w)  # [L, L]
+  allowed = np.broadcast_to(allowed, (1 if key_valid is None else key_valid.shape[0],) + allowed.shape)
+  if key_valid is not None:
+    allowed = allowed & key_valid[:, None, :]
+  return allowed
+
+
+def np_taylor_la(q, k, v, normalize, eps):
+  """Quadratic Taylor linear attention: A_ij = 1 + s + s^2/2, s = q.k / 4 (causal)."""
+  s = np.einsum("blhf,bmhf->bhlm", q, k) / 4.0
+  a = np.tril(1.0 + s + 0.5 * s * s)
+  num = np.einsum("bhlm,bmhd->blhd", a, v)
+  if not normalize:
+    return num
+  return num / (a.sum(-1).transpose(0, 2, 1)[..., None] + eps)
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+
+def test_rmsnorm_vs_numpy():
+  r = _rng(0)
+  x = r.standard_normal((2, 7, 48)).astype(np.float32) * 3
+  mod = RMSNorm(1e-5)
+  params = {"weight": jnp.asarray(r.standard_normal(48).astype(np.float32))}
+  got = mod.apply({"params": params}, jnp.asarray(x))
+  want = np_rmsnorm(x.astype(np.float64), _np(params)["weight"], 1e-5)
+  np.testing.assert_allclose(np.asarray(got), want, **F32)
+  # bf16 input: fp32 compute, bf16 output.
+  got16 = mod.apply({"params": params}, jnp.asarray(x, jnp.bfloat16))
+  assert got16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got16, np.float64), want, rtol=2e-2, atol=2e-2)
+
+
+def test_swiglu_vs_numpy():
+  r = _rng(1)
+  x = jnp.asarray(r.standard_normal((2, 5, 32)).astype(np.float32))
+  mod = SwiGLU(hidden=24)
+  params = mod.init(jax.random.key(0), x)["params"]
+  assert params["fc1"]["kernel"].shape == (32, 48) and params["fc2"]["kernel"].shape == (24, 32)
+  p = _np(params)
+  h = np.asarray(x, np.float64) @ p["fc1"]["kernel"]
+  want = (h[..., :24] * np_silu(h[..., 24:])) @ p["fc2"]["kernel"]
+  np.testing.assert_allclose(np.asarray(mod.apply({"params": params}, x)), want, **F32)
+
+
+@pytest.mark.parametrize("rotary_dim, head_dim", [(16, 16), (8, 16), (20, 20)])
+def test_rotary_vs_numpy(rotary_dim, head_dim):
+  r = _rng(2)
+  x = r.standard_normal((2, 9, 3, head_dim)).astype(np.float32)
+  pos = r.integers(0, 5000, size=(2, 9))
+  cos, sin = rotary_cos_sin(jnp.asarray(pos), rotary_dim, 10000.0, jnp.float32)
+  got = apply_rotary(jnp.asarray(x), cos, sin)
+  want = np_rope(x.astype(np.float64), pos, rotary_dim, 10000.0)
+  # fp32 angles of positions up to 5000: ~5000 * 2^-24 rad absolute error.
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-3)
+  np.testing.assert_array_equal(np.asarray(got)[..., rotary_dim:], x[..., rotary_dim:])
+
+
+@pytest.mark.parametrize("length", [1, 2, 13])
+def test_base_conv_vs_numpy(length):
+  cfg = BasedConfig.tiny(n_embd=32, conv_bias=True)
+  r = _rng(3)
+  x = jnp.asarray(r.standard_normal((2, length, 32)).astype(np.float32))
+  mod = BaseConv(cfg)
+  params = mod.init(jax.random.key(1), x)["params"]
+  params = jax.tree_util.tree_map(  # non-zero bias so that it is tested
+      lambda a: a + 0.1 * jnp.asarray(r.standard_normal(a.shape), a.dtype), params)
+  p = _np(params)
+  c = cfg.conv_d_inner
+  u = np.asarray(x, np.float64) @ p["in_proj"]["kernel"] + p["in_proj"]["bias"]
+  u1, u2 = u[..., :c], u[..., c:]
+  w = p["conv"]["conv"]["kernel"][:, 0, :].T  # torch layout (C, K)
+  conv = np.zeros_like(u1)
+  for t in range(length):
+    for j in range(3):  # c_t = sum_j w[:, j] * u1_{t-2+j}
+      if t - 2 + j >= 0:
+        conv[:, t] += w[:, j] * u1[:, t - 2 + j]
+  conv += p["conv"]["conv"]["bias"]
+  want = (np_silu(conv) * u2) @ p["out_proj"]["kernel"] + p["out_proj"]["bias"]
+  np.testing.assert_allclose(np.asarray(mod.apply({"params": params}, x)), want, **F32)
+
+
+@pytest.mark.parametrize("output_norm", [False, True])
+def test_linear_attention_mixer_vs_numpy(output_norm):
+  cfg = BasedConfig.tiny(n_embd=48, n_head=4, la_output_norm=output_norm)  # Dv = 12
+  r = _rng(4)
+  x = jnp.asarray(r.standard_normal((2, 19, 48)).astype(np.float32))
+  mod = LinearAttention(cfg, impl="reference")
+  params = mod.init(jax.random.key(2), x)["params"]
+  if output_norm:
+    params["g_norm"]["weight"] = jnp.asarray(r.standard_normal(12).astype(np.float32))
+  p = _np(params)
+  xf = np.asarray(x, np.float64)
+  q = (xf @ p["proj_q"]["kernel"]).reshape(2, 19, 4, 16)
+  k = (xf @ p["proj_k"]["kernel"]).reshape(2, 19, 4, 16)
+  v = (xf @ p["proj_v"]["kernel"]).reshape(2, 19, 4, 12)
+  o = np_taylor_la(q, k, v, normalize=not output_norm, eps=1e-12)
+  if output_norm:
+    o = np_rmsnorm(o, p["g_norm"]["weight"], cfg.layer_norm_epsilon)
+  want = o.reshape(2, 19, 48) @ p["out_proj"]["kernel"]
+  np.testing.assert_allclose(np.asarray(mod.apply({"params": params}, x)), want,
+                             rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("length, w", [(1, 4), (37, 4), (75, 40), (70, 0), (33, 64)])
+def test_banded_attention_vs_dense_numpy(length, w):
+  r = _rng(5)
+  q, k, v = (r.standard_normal((2, length, 3, 8)).astype(np.float32) for _ in range(3))
+  valid = np.ones((2, length), bool)
+  valid[1, :length // 3] = False  # left padding in row 1
+  got = banded_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(valid),
+                         window_left=w, scale=0.3, precision=jax.lax.Precision.HIGHEST)
+  allowed = window_allowed(length, w, valid)
+  allowed = allowed | (~allowed.any(-1, keepdims=True) & np.eye(length, dtype=bool))  # pad rows
+  want = np_masked_attention(*(a.astype(np.float64) for a in (q, k, v)), 0.3, allowed)
+  real = valid[:, :, None, None] & np.ones_like(want, bool)
+  np.testing.assert_allclose(np.asarray(got)[real], want[real], **F32)
+  assert np.isfinite(np.asarray(got)).all()
+
+
+@pytest.mark.parametrize("length, block", [(1, 16), (45, 16), (64, 16), (21, 256)])
+def test_flash_causal_attention_vs_dense_numpy(length, block):
+  r = _rng(6)
+  q, k, v = (r.standard_normal((2, length, 2, 8)).astype(np.float32) for _ in range(3))
+  valid = np.ones((2, length), bool)
+  valid[0, :length // 2] = False
+  got = flash_causal_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(valid),
+                               scale=0.35, precision=jax.lax.Precision.HIGHEST, block=block)
+  allowed = window_allowed(length, length, valid)
+  allowed = allowed | (~allowed.any(-1, keepdims=True) & np.eye(length, dtype=bool))
+  want = np_masked_attention(*(a.astype(np.float64) for a in (q, k, v)), 0.35, allowed)
+  real = valid[:, :, None, None] & np.ones_like(want, bool)
+  np.testing.assert_allclose(np.asarray(got)[real], want[real], **F32)
+
+
+@pytest.mark.parametrize("kind, n_embd, fraction", [("sliding_window", 64, 1.0),
+                                                    ("mha", 64, 0.5), ("sliding_window", 80, 1.0)])
+def test_attention_mixers_vs_numpy(kind, n_embd, fraction):
+  """Whole SWA / MHA module (Wqkv, NeoX rotary, window rule, out_proj) vs NumPy; Dh 16 and 20."""
+  cfg = BasedConfig.tiny(n_embd=n_embd, n_head=4, window_size=10, rotary_emb_fraction=fraction,
+                         attention_only=(kind == "mha"))
+  length = 41
+  r = _rng(7)
+  x = jnp.asarray(r.standard_normal((2, length, n_embd)).astype(np.float32))
+  positions = jnp.broadcast_to(jnp.arange(length), (2, length))
+  mod = (SlidingWindowAttention if kind == "sliding_window" else MHA)(cfg, layer_idx=2)
+  params = mod.init(jax.random.key(3), x, None, positions)["params"]
+  got = mod.apply({"params": params}, x, None, positions)
+  p = _np(params)
+  dh = n_embd // 4
+  qkv = (np.asarray(x, np.float64) @ p["Wqkv"]["kernel"]).reshape(2, length, 3, 4, dh)
+  pos = np.asarray(positions)
+  q = np_rope(qkv[:, :, 0], pos, cfg.rotary_dim, 10000.0)
+  k = np_rope(qkv[:, :, 1], pos, cfg.rotary_dim, 10000.0)
+  w = 5 if kind == "sliding_window" else length  # window_size // 2
+  o = np_masked_attention(q, k, qkv[:, :, 2], dh ** -0.5, window_allowed(length, w))
+  want = o.reshape(2, length, n_embd) @ p["out_proj"]["kernel"]
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fn", ["banded", "flash"])
+def test_attention_prefill_memory_is_linear(fn):
+  """An 8k-token prefill compiles without any [L, L] buffer (checked on the compiled temp size)."""
+  length, h, d = 8192, 1, 16
+  spec = jax.ShapeDtypeStruct((1, length, h, d), jnp.float32)
+  if fn == "banded":
+    f = lambda q, k, v: banded_attention(q, k, v, None, window_left=64, scale=0.25,
+                                         precision=None)
+  else:
+    f = lambda q, k, v: flash_causal_attention(q, k, v, None, scale=0.25, precision=None)
+  compiled = jax.jit(f).lower(spec, spec, spec).compile()
+  stats = compiled.memory_analysis()
+  assert stats is not None
+  assert stats.temp_size_in_bytes < length * length * 4 // 4, stats.temp_size_in_bytes
