@@ -87,7 +87,7 @@ def _infer_fields(hf: dict, src: Mapping[str, TensorRef]) -> dict:
   return inferred
 
 
-def _target_shapes(config) -> dict[str, tuple[int, ...]]:
+def target_shapes(config) -> dict[str, tuple[int, ...]]:
   """Flax leaf path -> shape, from `jax.eval_shape` of the model init (no FLOPs, no memory)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -129,7 +129,7 @@ def plan_conversion(hf_config: dict, tensors: Mapping[str, TensorRef]) -> Plan:
       src[mapping.EMBEDDING_KEY] = src.pop(mapping.LM_HEAD_KEY)
 
   steps, missing, misshaped, unmapped = [], [], [], []
-  for path, shape in _target_shapes(config).items():
+  for path, shape in target_shapes(config).items():
     try:
       key, hook = mapping.torch_source(path)
     except KeyError:
@@ -163,6 +163,18 @@ def plan_conversion(hf_config: dict, tensors: Mapping[str, TensorRef]) -> Plan:
         "checkpoint does not match the model that config.json describes (layers " + layout +
         "):\n  " + "\n  ".join(problems))
   return Plan(config, tuple(steps), src, tied_check, tuple(dropped))
+
+
+def compare_trees(want: Mapping[str, tuple[int, ...]],
+                  got: Mapping[str, tuple[int, ...]]) -> list[str]:
+  """Problems between two {flax path: shape} maps (missing, unused, wrong shape); [] if equal."""
+  missing = [f"{k} {want[k]}" for k in want if k not in got]
+  unused = [f"{k} {got[k]}" for k in got if k not in want]
+  misshaped = [f"{k}: {got[k]}, expected {want[k]}" for k in want
+               if k in got and tuple(got[k]) != tuple(want[k])]
+  return [f"{what} ({len(items)}): {_fmt(items)}"
+          for what, items in (("missing", missing), ("unused", unused),
+                              ("wrong shape", misshaped)) if items]
 
 
 def _as_float(x: np.ndarray) -> np.ndarray:
