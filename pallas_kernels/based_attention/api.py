@@ -1,0 +1,242 @@
+"""Public entry of the Pallas kernel: checks, segment planning, state combine, custom_vjp.
+
+Forward of `linear_attention(q, k, v)` for q, k [B, L, H, 16] and v [B, L, H, Dv] bf16:
+  1. L is padded with zero rows up to a multiple of 64 when needed (a zero key adds exactly the
+     constant feature to the key sum and nothing to kv; that count is subtracted at the end, and
+     the padded output rows are sliced off).
+  2. The padded sequence is cut into `num_segments` equal segments so that B * H * segments
+     thread blocks fill the GPU. With several segments a first kernel pass writes each
+     segment's state sums, XLA takes their exclusive prefix sums, and a second pass computes the
+     outputs of all segments in parallel, each starting from its prefix state. With one segment
+     a single pass writes outputs and state.
+  3. Dv is processed in column blocks of at most `max_value_block` (64 + 48 for Dv = 112).
+  4. States convert between the contract's 273 layout and the kernel's psi layout (features.py).
+The backward pass is XLA: jax.vjp of `based_jax.ops.chunked.chunked_linear_attention`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from based_jax.ops.state import EXPANDED_DIM, FEATURE_DIM, LinearAttentionState
+from based_jax.ops.validation import check_linear_attention_args
+from pallas_kernels.based_attention import features, kernel
+from pallas_kernels.based_attention.config import CHUNK, KernelConfig
+
+MAX_VALUE_DIM = 256
+
+
+def _divisors(n: int) -> list[int]:
+  return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def plan_segments(batch: int, heads: int, num_chunks: int, config: KernelConfig) -> int:
+  """Number of equal segments (a divisor of num_chunks) to split each sequence into."""
+  want = -(-config.target_blocks // (batch * heads))
+  limit = max(1, num_chunks // config.min_segment_chunks)
+  options = [d for d in _divisors(num_chunks) if d <= limit]
+  bigger = [d for d in options if d >= want]
+  return min(bigger) if bigger else max(options)
+
+
+def value_blocks(value_dim: int, config: KernelConfig) -> list[tuple[int, int]]:
+  """(first column, width) of each kernel launch over Dv; widths are multiples of 16."""
+  blocks, start = [], 0
+  while start < value_dim:
+    width = min(config.max_value_block, value_dim - start)
+    blocks.append((start, width))
+    start += width
+  return blocks
+
+
+def kernel_shape_reason(q, k, v) -> str | None:
+  """Why the kernel cannot take these arguments (dtype/shape limits), or None."""
+  for name, x in (("q", q), ("k", k), ("v", v)):
+    if jnp.dtype(x.dtype) != jnp.dtype(jnp.bfloat16):
+      return f"the Pallas kernel takes bfloat16 {name}; got {x.dtype}"
+  if q.shape[-1] != FEATURE_DIM:
+    return f"the Pallas kernel needs feature dim {FEATURE_DIM}; got q shape {q.shape}"
+  dv = v.shape[-1]
+  if dv % 16 or not 16 <= dv <= MAX_VALUE_DIM:
+    return f"the Pallas kernel needs Dv a multiple of 16 in [16, {MAX_VALUE_DIM}]; got Dv={dv}"
+  return None
+
+
+def _check_kernel_args(q, k, v, normalize, eps, initial_state):
+  check_linear_attention_args(q, k, v, initial_state)
+  reason = kernel_shape_reason(q, k, v)
+  if reason is not None:
+    raise ValueError(f"pallas_kernels.linear_attention: {reason}")
+  if not isinstance(normalize, bool):
+    raise ValueError(f"pallas_kernels.linear_attention: normalize must be a bool; got {normalize!r}")
+  if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
+    raise ValueError(f"pallas_kernels.linear_attention: eps must be a finite float >= 0; got {eps!r}")
+
+
+def _to_psi(kv, ks):
+  """273-layout state (kv [B, H, 273, Dv], ks [B, H, 273]) -> psi layout [B, H, 192, ...]."""
+  m = jnp.asarray(features.FROM_273, jnp.float32)                        # [192, 273]
+  kv_psi = jnp.einsum("fe,bhed->bhfd", m, kv, precision="highest")      # [B, H, 192, Dv]
+  ks_psi = jnp.einsum("fe,bhe->bhf", m, ks, precision="highest")        # [B, H, 192]
+  return kv_psi, ks_psi
+
+
+def _from_psi(kv_psi, ks_psi):
+  """psi-layout state accumulated by the kernel -> 273 layout."""
+  m = jnp.asarray(features.TO_273, jnp.float32)                          # [273, 192]
+  kv = jnp.einsum("ef,bhfd->bhed", m, kv_psi, precision="highest")      # [B, H, 273, Dv]
+  ks = jnp.einsum("ef,bhf->bhe", m, ks_psi, precision="highest")        # [B, H, 273]
+  return kv, ks
+
+
+def _grouped(x):
+  """[..., 192, n] -> [..., 3, 64, n] (the kernel's state blocks)."""
+  return x.reshape(x.shape[:-2] + (features.PSI_GROUPS, CHUNK, x.shape[-1]))
+
+
+def _ks_columns(ks_psi):
+  """[..., 192] key sums -> [..., 3, 64, 16] with the sum repeated over 16 columns."""
+  cols = jnp.broadcast_to(ks_psi[..., None], ks_psi.shape + (16,))      # [..., 192, 16]
+  return _grouped(cols)
+
+
+@functools.partial(jax.jit, static_argnames=("normalize", "eps", "config", "has_initial_state",
+                                             "interpret"))
+def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelConfig,
+            has_initial_state: bool = True, interpret=None):
+  """Kernel forward. kv0 [B, H, 273, Dv] f32 and ks0 [B, H, 273] f32 (zeros for no state).
+
+  has_initial_state=False promises kv0 = ks0 = 0 and skips their product in single-pass runs.
+
+  Returns (out [B, L, H, Dv] bf16, kv [B, H, 273, Dv] f32, k_state [B, H, 273] f32).
+  """
+  batch, length, heads, _ = q.shape
+  dv = v.shape[-1]
+  num_chunks = -(-length // CHUNK)
+  pad = num_chunks * CHUNK - length
+  if pad:
+    widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+    q, k, v = (jnp.pad(x, widths) for x in (q, k, v))                    # [B, Lp, H, .]
+  nseg = plan_segments(batch, heads, num_chunks, config)
+  mats = jnp.asarray(features.build_matrices(), jnp.bfloat16)            # [5, 16, 64]
+  s0, ks0_psi = _to_psi(kv0.astype(jnp.float32), ks0.astype(jnp.float32))
+  common = dict(num_segments=nseg, normalize=normalize, eps=float(eps),
+                max_concurrent_steps=config.max_concurrent_steps, interpret=interpret)
+
+  outs, states, ks_sum = [], [], None
+  for col0, ncols in value_blocks(dv, config):
+    s0_block = s0[..., col0:col0 + ncols]                                # [B, H, 192, n]
+    if nseg > 1:
+      seg_s, seg_ks = kernel.segment_call(
+          q, k, v, mats, col0=col0, ncols=ncols, emit_output=False, emit_state=True, **common)
+      seg_s = seg_s.reshape(batch, heads, nseg, features.PSI_DIM, ncols)  # [B, H, S, 192, n]
+      seg_ks = seg_ks.reshape(batch, heads, nseg, features.PSI_DIM, 16)[..., 0]  # [B, H, S, 192]
+      incl_s = jnp.cumsum(seg_s, axis=2)                                 # [B, H, S, 192, n]
+      incl_ks = jnp.cumsum(seg_ks, axis=2)                               # [B, H, S, 192]
+      start_s = s0_block[:, :, None] + incl_s - seg_s                    # [B, H, S, 192, n]
+      start_ks = ks0_psi[:, :, None] + incl_ks - seg_ks                  # [B, H, S, 192]
+      (out,) = kernel.segment_call(
+          q, k, v, mats, _grouped(start_s).astype(jnp.bfloat16),
+          _ks_columns(start_ks).astype(jnp.bfloat16),
+          col0=col0, ncols=ncols, emit_output=True, emit_state=False, **common)
+      states.append(incl_s[:, :, -1])                                    # [B, H, 192, n]
+      ks_sum = incl_ks[:, :, -1]                                         # [B, H, 192]
+    else:
+      init = (None, None)
+      if has_initial_state:
+        init = (_grouped(s0_block[:, :, None]).astype(jnp.bfloat16),
+                _ks_columns(ks0_psi[:, :, None]).astype(jnp.bfloat16))
+      out, seg_s, seg_ks = kernel.segment_call(
+          q, k, v, mats, *init,
+          col0=col0, ncols=ncols, emit_output=True, emit_state=True, **common)
+      seg_s = seg_s.reshape(batch, heads, features.PSI_DIM, ncols)       # [B, H, 192, n]
+      states.append(seg_s)
+      ks_sum = seg_ks.reshape(batch, heads, features.PSI_DIM, 16)[..., 0]
+    outs.append(out)
+
+  out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)  # [B, Lp, H, Dv]
+  if pad:
+    out = out[:, :length]                                                # [B, L, H, Dv]
+  # The sums of this call convert to the 273 layout; the initial state is added as given (the
+  # 273 layout is redundant, so a round trip through psi would symmetrize it).
+  kv_psi = states[0] if len(states) == 1 else jnp.concatenate(states, axis=-1)  # [B, H, 192, Dv]
+  kv, ks = _from_psi(kv_psi, ks_sum)
+  kv = kv0.astype(jnp.float32) + kv                                      # [B, H, 273, Dv]
+  ks = ks0.astype(jnp.float32) + ks                                      # [B, H, 273]
+  if pad:
+    ks = ks.at[..., 0].add(-float(pad))                                  # remove the pad rows
+  return out, kv, ks
+
+
+def _xla_reference(q, k, v, kv0, ks0, normalize, eps):
+  from based_jax.ops.chunked import chunked_linear_attention  # pylint: disable=g-import-not-at-top
+  out, state = chunked_linear_attention(
+      q, k, v, normalize=normalize, eps=eps,
+      initial_state=LinearAttentionState(kv0, ks0))
+  return out, state.kv, state.k_state
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
+def _attention(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret):
+  return forward(q, k, v, kv0, ks0, normalize=normalize, eps=eps, config=config,
+                 has_initial_state=has_initial_state, interpret=interpret)
+
+
+def _attention_fwd(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret):
+  outs = _attention(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret)
+  return outs, (q, k, v, kv0, ks0)
+
+
+def _attention_bwd(normalize, eps, config, has_initial_state, interpret, residuals, cotangents):
+  del config, has_initial_state, interpret
+  _, vjp = jax.vjp(functools.partial(_xla_reference, normalize=normalize, eps=eps), *residuals)
+  return vjp(cotangents)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def linear_attention(q, k, v, *, normalize: bool, eps: float = 1e-12,
+                     initial_state: LinearAttentionState | None = None,
+                     config: KernelConfig = KernelConfig(),
+                     interpret=None) -> tuple[jax.Array, LinearAttentionState]:
+  """Causal Based linear attention on the Mosaic GPU kernel (Hopper); see docs/design.md.
+
+  q, k: [B, L, H, 16] bf16; v: [B, L, H, Dv] bf16 (Dv a multiple of 16, <= 256).
+  initial_state: LinearAttentionState(kv [B, H, 273, Dv] f32, k_state [B, H, 273] f32) or None.
+  Returns (out [B, L, H, Dv] bf16, final LinearAttentionState in float32).
+  interpret: a `plgpu.InterpretGPUParams` to run on the CPU interpreter (tests), else None.
+  Raises ValueError naming the argument for bad shapes or dtypes, before any launch.
+  """
+  _check_kernel_args(q, k, v, normalize, eps, initial_state)
+  batch, _, heads, _ = q.shape
+  has_initial_state = initial_state is not None
+  if initial_state is None:
+    initial_state = LinearAttentionState.zeros(batch, heads, v.shape[-1])
+  out, kv, ks = _attention(q, k, v, initial_state.kv.astype(jnp.float32),
+                           initial_state.k_state.astype(jnp.float32), normalize, float(eps),
+                           config, has_initial_state, interpret)
+  return out, LinearAttentionState(kv, ks)
+
+
+def unavailable_reason(q, k, v) -> str | None:
+  """None when the kernel can run these arguments here (Hopper sm_90 GPU), else why not."""
+  reason = kernel_shape_reason(q, k, v)
+  if reason is not None:
+    return reason
+  try:
+    gpus = jax.devices("gpu")
+  except RuntimeError:
+    gpus = []
+  if not gpus:
+    return "no GPU visible to JAX (the Pallas Mosaic GPU kernel needs an sm_90 Hopper GPU)"
+  capability = getattr(gpus[0], "compute_capability", None)
+  if capability is None or not str(capability).startswith("9"):
+    return (f"the Pallas Mosaic GPU kernel needs a Hopper GPU (sm_90); found "
+            f"{gpus[0].device_kind} (compute capability {capability})")
+  return None
+
+
+__all__ = ["EXPANDED_DIM", "forward", "linear_attention", "unavailable_reason"]
