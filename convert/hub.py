@@ -60,11 +60,12 @@ def _locate_local(directory: str) -> CheckpointFiles:
 def _download(repo_id: str, revision: str | None) -> CheckpointFiles:
   try:
     import huggingface_hub  # pylint: disable=import-outside-toplevel
+    from huggingface_hub import constants as hf_constants  # pylint: disable=import-outside-toplevel
     from huggingface_hub import errors as hf_errors  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise MissingDependencyError(
         f"downloading {repo_id!r} needs huggingface_hub: `pip install huggingface_hub`") from e
-  offline = bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+  offline = bool(hf_constants.HF_HUB_OFFLINE)
   at = f" at revision {revision!r}" if revision else ""
 
   def fetch(filename: str) -> str | None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from convert import pickle_scan
 from convert.errors import (CorruptCheckpointError, MissingDependencyError,
                             UnsafeCheckpointError, CheckpointError)
 
@@ -85,11 +86,7 @@ def _open_torch_pickle(path: str) -> dict[str, TensorRef]:
       sd = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
   except pickle.UnpicklingError as e:
     if "weights only load failed" in str(e).lower():
-      raise UnsafeCheckpointError(
-          f"{path!r} is a pickle that asks to import or call objects other than tensors; it was "
-          f"refused without running any of it (torch.load weights_only=True). Only load "
-          f"checkpoints you trust, or use a model.safetensors. torch said: "
-          f"{_unpickler_reason(e)}") from None
+      raise _refused(path, size, is_zip, e) from None
     raise _corrupt(path, size, is_zip, e) from None
   except Exception as e:  # pylint: disable=broad-except  # torch raises RuntimeError, EOFError, ...
     raise _corrupt(path, size, is_zip, e) from None
@@ -105,6 +102,26 @@ def _open_torch_pickle(path: str) -> dict[str, TensorRef]:
                    lambda v=v: _torch_to_numpy(v))
       for k, v in sd.items()
   }
+
+
+def _refused(path: str, size: int, is_zip: bool, e: BaseException) -> CheckpointError:
+  """Why torch's restricted unpickler stopped: code in the pickle, or not a pickle at all."""
+  reason = _unpickler_reason(e)
+  try:
+    bad = pickle_scan.unsafe_globals(path)  # a static parse; executes nothing
+  except Exception:  # pylint: disable=broad-except  # not a pickle stream
+    bad = None
+  if bad or "global" in reason.lower():
+    names = f" It imports {', '.join(dict.fromkeys(bad))}." if bad else ""
+    return UnsafeCheckpointError(
+        f"{path!r} is a pickle that asks to import or call objects other than tensors; it was "
+        f"refused without running any of it (torch.load weights_only=True).{names} Only load "
+        f"checkpoints you trust, or use a model.safetensors. torch said: {reason}")
+  if bad is None:
+    return _corrupt(path, size, is_zip, e)
+  return CheckpointError(
+      f"{path!r} uses a pickle construct that torch's safe loader does not support (torch said: "
+      f"{reason}); re-save it with torch.save(state_dict) or use a model.safetensors")
 
 
 def _unpickler_reason(e: BaseException) -> str:
