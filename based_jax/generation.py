@@ -123,7 +123,8 @@ def bucket_length(length: int, buckets: Sequence[int] | str | None = "auto") -> 
   return min(fitting)
 
 
-def _check_prompt(input_ids, attention_mask) -> tuple[np.ndarray, np.ndarray | None]:
+def _check_prompt(input_ids, attention_mask,
+                  vocab_padded: int | None) -> tuple[np.ndarray, np.ndarray | None]:
   """Host copies of input_ids [B, L] int32 and attention_mask [B, L] int32 (or None), validated."""
   ids = np.asarray(input_ids)
   if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
@@ -132,6 +133,9 @@ def _check_prompt(input_ids, attention_mask) -> tuple[np.ndarray, np.ndarray | N
     raise ValueError(f"input_ids must be an integer array; got dtype {ids.dtype}")
   if ids.min() < 0:
     raise ValueError(f"input_ids must be >= 0; got min {ids.min()}")
+  if vocab_padded is not None and ids.max() >= vocab_padded:
+    raise ValueError(
+        f"input_ids must be < the model's padded vocab size {vocab_padded}; got max {ids.max()}")
   if attention_mask is None:
     return ids.astype(np.int32), None
   mask = np.asarray(attention_mask)
@@ -221,9 +225,9 @@ def _signature(tree) -> tuple:
   return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
 
 
-def _default_vocab_size(model) -> int | None:
-  config = getattr(model, "config", None)
-  value = getattr(config, "vocab_size", None)
+def _config_int(model, name: str) -> int | None:
+  """model.config.<name> when the model has such an int (BasedLM: vocab_size, vocab_size_padded)."""
+  value = getattr(getattr(model, "config", None), name, None)
   return int(value) if isinstance(value, (int, np.integer)) else None
 
 
@@ -283,11 +287,11 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     raise ValueError("stop_strings need a tokenizer (pass tokenizer=...) to decode the text")
   if callback is not None and not callable(callback):
     raise ValueError(f"callback must be callable; got {callback!r}")
-  ids, mask = _check_prompt(input_ids, attention_mask)
+  ids, mask = _check_prompt(input_ids, attention_mask, _config_int(model, "vocab_size_padded"))
   if pad_token_id is None:
     pad_token_id = eos_token_id if eos_token_id is not None else 0
   if vocab_size is None:
-    vocab_size = _default_vocab_size(model)
+    vocab_size = _config_int(model, "vocab_size")
 
   batch, length = ids.shape
   padded_len = bucket_length(length, prompt_buckets)

@@ -329,6 +329,8 @@ def test_model_sampling_seeds_and_single_compilation(tiny_lm):
   assert b.compile_s == c.compile_s == d.compile_s == 0.0
   for out in (a, c, d):
     assert (out.tokens < vocab).all(), "padded vocab ids must never be sampled"
+  with pytest.raises(ValueError, match="padded vocab size"):
+    generate(model, params, [[model.config.vocab_size_padded]], max_new_tokens=2)
 
 
 # ------------------------------------------------------------------------------------------
