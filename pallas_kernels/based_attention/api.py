@@ -92,13 +92,13 @@ def _from_psi(kv_psi, ks_psi):
 
 
 def _grouped(x):
-  """[..., 192, n] -> [..., 3, 64, n] (the kernel's state blocks)."""
-  return x.reshape(x.shape[:-2] + (features.PSI_GROUPS, CHUNK, x.shape[-1]))
+  """[B, H, S, 192, n] -> [B * H * S, 3, 64, n] (the kernel's flat state blocks)."""
+  return x.reshape((-1, features.PSI_GROUPS, CHUNK, x.shape[-1]))
 
 
 def _ks_columns(ks_psi):
-  """[..., 192] key sums -> [..., 3, 64, 16] with the sum repeated over 16 columns."""
-  cols = jnp.broadcast_to(ks_psi[..., None], ks_psi.shape + (16,))      # [..., 192, 16]
+  """[B, H, S, 192] key sums -> [B * H * S, 3, 64, 16], the sum repeated over 16 columns."""
+  cols = jnp.broadcast_to(ks_psi[..., None], ks_psi.shape + (16,))      # [B, H, S, 192, 16]
   return _grouped(cols)
 
 

@@ -85,12 +85,14 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
 
   q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
   mats: [5, 16, 64] bf16 (features.build_matrices()).
-  s0: [B, H, num_segments, 3, 64, ncols] bf16 and ks0: [B, H, num_segments, 3, 64, 16] bf16,
+  s0: [B * H * num_segments, 3, 64, ncols] bf16 and ks0: [B * H * num_segments, 3, 64, 16] bf16
+    (block (b, h, seg) at row (b * H + h) * num_segments + seg),
     the state each segment starts from (psi layout, ks0 broadcast over its 16 columns), or None
     for zeros. It enters only the outputs (as psi(Q) @ s0); it is not added to the state.
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
-  segment's own state sums (without s0) s [B, H, nseg, 3, 64, ncols] and
-  ks [B, H, nseg, 3, 64, 16] f32 (all 16 columns of ks equal).
+  segment's own state sums (without s0) s [B * H * nseg, 3, 64, ncols] and
+  ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal). (TMA takes at most 5 strided
+  dimensions, so states are addressed by one flat block index.)
   """
   batch, length, heads, _ = q.shape
   seg_len = length // num_segments
@@ -100,7 +102,7 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
         f"segment_call: q length {length} must be num_segments ({num_segments}) x a positive "
         f"multiple of {CHUNK}")
   load_init = s0 is not None
-  state_shape = (batch, heads, num_segments, _G, CHUNK)
+  state_shape = (batch * heads * num_segments, _G, CHUNK)
   out_type = []
   if emit_output:
     out_type.append(jax.ShapeDtypeStruct((batch, length, heads, ncols), jnp.bfloat16))
@@ -129,10 +131,12 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
     seg = lax.axis_index("seg")
     b = lax.axis_index("b")
 
+    block = (b * heads + h) * num_segments + seg
     plgpu.copy_gmem_to_smem(mats_ref, mats_smem, barriers.at[0])
     if load_init:
-      plgpu.copy_gmem_to_smem(s0_ref.at[b, h, seg], s0_smem, barriers.at[1])
-      plgpu.copy_gmem_to_smem(ks0_ref.at[b, h, seg], ks0_smem, barriers.at[2])
+      for g in range(_G):
+        plgpu.copy_gmem_to_smem(s0_ref.at[block, g], s0_smem.at[g], barriers.at[1 + g])
+        plgpu.copy_gmem_to_smem(ks0_ref.at[block, g], ks0_smem.at[g], barriers.at[1 + _G + g])
     ones_smem[...] = jnp.ones((CHUNK, _ONES_COLS), jnp.bfloat16)
     if emit_output:
       for g in range(_G):
@@ -141,8 +145,8 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
     plgpu.commit_smem()
     plgpu.barrier_wait(barriers.at[0])
     if load_init:
-      plgpu.barrier_wait(barriers.at[1])
-      plgpu.barrier_wait(barriers.at[2])
+      for i in range(1, 1 + 2 * _G):
+        plgpu.barrier_wait(barriers.at[i])
 
     def step(idx, *refs):
       refs = list(refs)
@@ -214,8 +218,8 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
       plgpu.wait_smem_to_gmem(0)
       if emit_state:
         pl.run_scoped(
-            functools.partial(_store_state, s_accs, ks_accs, s_ref.at[b, h, seg],
-                              ks_ref.at[b, h, seg]),
+            functools.partial(_store_state, s_accs, ks_accs, s_ref.at[block],
+                              ks_ref.at[block]),
             plgpu.SMEM((_G, CHUNK, ncols), jnp.float32),
             plgpu.SMEM((_G, CHUNK, _ONES_COLS), jnp.float32))
 
@@ -235,7 +239,7 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
       plgpu.SMEM(init_shape(ncols), jnp.bfloat16, transforms=_tiled()),    # bf16(s0)
       plgpu.SMEM(init_shape(_ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # bf16(ks0)
       plgpu.SMEM((2, CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),   # output double buffer
-      plgpu.Barrier(num_barriers=3),
+      plgpu.Barrier(num_barriers=1 + 2 * _G),
   )
   call = plgpu.kernel(
       body,
@@ -258,6 +262,7 @@ def _store_state(s_accs, ks_accs, s_gmem, ks_gmem, stage_s, stage_ks):
     stage_s[g] = s_accs[g][...]
     stage_ks[g] = ks_accs[g][...]
   plgpu.commit_smem()
-  plgpu.copy_smem_to_gmem(stage_s, s_gmem)
-  plgpu.copy_smem_to_gmem(stage_ks, ks_gmem)
+  for g in range(_G):   # one TMA per group keeps each copy within 5 strided dimensions
+    plgpu.copy_smem_to_gmem(stage_s.at[g], s_gmem.at[g])
+    plgpu.copy_smem_to_gmem(stage_ks.at[g], ks_gmem.at[g])
   plgpu.wait_smem_to_gmem(0)
