@@ -1,6 +1,7 @@
 """Strict conversion of a PyTorch Based checkpoint to the based-jax Flax parameter tree.
 
-Steps (each failing with a `CheckpointError` that names what is wrong, before any data is read):
+Steps (each failing with a `CheckpointError` that names what is wrong, before any data is read;
+only the equality of a tied head stored twice is checked later, when its values are read):
 1. clean the keys: strip `model.`, drop `*metrics*`, `transformer.decay.decay`, `*rotary_emb.inv_freq`;
 2. resolve the tied head (lm_head only, embedding only, or both, which must be equal);
 3. infer `vocab_size_padded, mlp_hidden, conv_d_inner, conv_kernel_size, conv_bias,
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import ml_dtypes
 import numpy as np
@@ -23,6 +25,9 @@ import numpy as np
 from convert import hub, mapping, readers
 from convert.errors import CheckpointError, ConfigMismatchError
 from convert.readers import TensorRef
+
+if TYPE_CHECKING:  # the model package is imported lazily (module import stays light)
+  from based_jax.config import BasedConfig
 
 OUTPUT_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 
@@ -39,7 +44,7 @@ class Step:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  config: "object"  # based_jax.config.BasedConfig
+  config: "BasedConfig"
   steps: tuple[Step, ...]
   sources: Mapping[str, TensorRef]  # cleaned key -> tensor
   tied_check: tuple[str, str] | None  # (embedding key, lm_head key) that must be equal
@@ -124,7 +129,7 @@ def plan_conversion(hf_config: dict, tensors: Mapping[str, TensorRef]) -> Plan:
   if config.tie_word_embeddings:
     has_emb, has_head = mapping.EMBEDDING_KEY in src, mapping.LM_HEAD_KEY in src
     if has_emb and has_head:
-      tied_check = (mapping.EMBEDDING_KEY, mapping.LM_HEAD_KEY)
+      tied_check = (mapping.EMBEDDING_KEY, mapping.LM_HEAD_KEY)  # values compared when streamed
     elif has_head:  # candle's safetensors stores the tied matrix as lm_head only
       src[mapping.EMBEDDING_KEY] = src.pop(mapping.LM_HEAD_KEY)
 
@@ -145,6 +150,9 @@ def plan_conversion(hf_config: dict, tensors: Mapping[str, TensorRef]) -> Plan:
       misshaped.append(f"{key}: shape {ref.shape} -> {hook.name} -> {hook.shape(ref.shape)}, "
                        f"but {path} needs {shape}")
     steps.append(Step(path, key, hook, shape))
+  if tied_check and src[tied_check[0]].shape != src[tied_check[1]].shape:
+    misshaped.append(f"{tied_check[1]}: shape {src[tied_check[1]].shape}, but the tied "
+                     f"{tied_check[0]} is {src[tied_check[0]].shape}")
   used = {s.torch_key for s in steps} | set(tied_check or ())
   unused = [f"{kept.get(k, k)} {src[k].shape}" for k in src if k not in used]
   problems = []

@@ -140,3 +140,17 @@ def test_untied_head_gets_its_own_kernel(tmp_path):
   params = read_params(convert_checkpoint(tmp_path / "hub", tmp_path / "jax",
                                           progress=False))[0]
   np.testing.assert_array_equal(params["lm_head/kernel"], model.lm_head.weight.detach().numpy().T)
+
+
+def test_legacy_non_zip_torch_file_converts(tmp_path):
+  """torch.save's pre-1.6 format cannot be memory-mapped; it is read (weights_only) all the same."""
+  model = MIXED.build(seed=6)
+  ck.write_hub_dir(tmp_path / "zip", MIXED.config, model, "bin")
+  ck.write_hub_dir(tmp_path / "legacy", MIXED.config, model, "bin")
+  torch.save(model.state_dict(), tmp_path / "legacy" / "pytorch_model.bin",
+             _use_new_zipfile_serialization=False)
+  a = read_params(convert_checkpoint(tmp_path / "zip", tmp_path / "a", progress=False))[0]
+  b = read_params(convert_checkpoint(tmp_path / "legacy", tmp_path / "b", progress=False))[0]
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
