@@ -1,0 +1,13 @@
+"""Hand-written CUDA kernel for Based linear attention on H100/H200, called through the XLA FFI.
+
+    from ffi import linear_attention, unavailable_reason
+
+Both follow the kernel plug-in contract of docs/design.md. The library is compiled on first use
+(`python -m ffi.build` does it ahead of time) and cached under ~/.cache/based_jax/ffi/. Importing
+this package needs neither nvcc nor a GPU.
+"""
+
+from ffi.availability import unavailable_reason
+from ffi.based_attention import linear_attention
+
+__all__ = ["linear_attention", "unavailable_reason"]

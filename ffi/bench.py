@@ -1,0 +1,91 @@
+"""Time the CUDA kernel on a Hopper GPU and write the results as JSON.
+
+    python -m ffi.bench [--out benchmarks/results/ffi.json] [--iterations 30]
+
+Shapes: H=16, Dv=64, L=8192 with B in {1, 4, 16, 64, 128, 256}, and B=16 with L from 1k to 64k,
+both variants (normalize True/False). Each time is the median over `--iterations` runs of the
+summed GPU kernel time of one call, measured with CUPTI
+(`jax.experimental.mosaic.gpu.profiler.measure`) after a warm-up call; inputs are random normal
+bf16. FLOP counts use 80,128 FLOP per token and head (the chunked-algorithm count of
+docs: 4 * 273 * Dv + 160 * 64).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+import ffi
+
+HEADS = 16
+VALUE_DIM = 64
+BATCH_SWEEP = (1, 4, 16, 64, 128, 256)
+LENGTH_SWEEP = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
+FLOP_PER_TOKEN_HEAD = 4 * 273 * VALUE_DIM + 160 * 64
+
+
+def _inputs(batch: int, length: int, seed: int = 0):
+  kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
+  q = jax.random.normal(kq, (batch, length, HEADS, 16), jnp.bfloat16)  # [B, L, H, F]
+  k = jax.random.normal(kk, (batch, length, HEADS, 16), jnp.bfloat16)  # [B, L, H, F]
+  v = jax.random.normal(kv, (batch, length, HEADS, VALUE_DIM), jnp.bfloat16)  # [B, L, H, Dv]
+  return q, k, v
+
+
+def time_case(batch: int, length: int, normalize: bool, iterations: int) -> dict:
+  from jax.experimental.mosaic.gpu import profiler
+
+  q, k, v = _inputs(batch, length)
+  fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-12, initial_state=None))
+  jax.block_until_ready(fn(q, k, v))  # compile + warm-up
+  _, times = profiler.measure(fn, iterations=iterations)(q, k, v)
+  median_ms = statistics.median(times)
+  flops = FLOP_PER_TOKEN_HEAD * batch * length * HEADS
+  return {
+      "B": batch, "L": length, "H": HEADS, "Dv": VALUE_DIM, "normalize": normalize,
+      "median_ms": median_ms, "min_ms": min(times), "max_ms": max(times), "runs": len(times),
+      "tflops": flops / (median_ms * 1e-3) / 1e12,
+  }
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m ffi.bench", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", default="benchmarks/results/ffi.json")
+  parser.add_argument("--iterations", type=int, default=30)
+  parser.add_argument("--quick", action="store_true", help="L=8192 batch sweep only, normalize=True")
+  args = parser.parse_args(argv)
+  reason = ffi.unavailable_reason(*_inputs(1, 64))
+  if reason is not None:
+    print(f"ffi.bench: cannot run: {reason}", file=sys.stderr)
+    return 1
+  cases = [(b, 8192, True) for b in BATCH_SWEEP]
+  if not args.quick:
+    cases += [(b, 8192, False) for b in BATCH_SWEEP]
+    cases += [(16, length, True) for length in LENGTH_SWEEP if length != 8192]
+  results = []
+  for batch, length, normalize in cases:
+    row = time_case(batch, length, normalize, args.iterations)
+    results.append(row)
+    print(f"B={batch:4d} L={length:6d} normalize={normalize!s:5}  median {row['median_ms']:.4f} ms  "
+          f"({row['tflops']:.0f} TFLOP/s at {FLOP_PER_TOKEN_HEAD} FLOP/token-head)", flush=True)
+  device = jax.devices()[0]
+  report = {
+      "what": "ffi CUDA kernel (mma.sync), forward, bf16 in/out, fp32 state; median GPU kernel time per call",
+      "timer": f"jax.experimental.mosaic.gpu.profiler.measure (CUPTI), {args.iterations} runs after warm-up",
+      "device": device.device_kind, "jax": jax.__version__, "python": platform.python_version(),
+      "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+      "results": results,
+  }
+  with open(args.out, "w") as f:
+    json.dump(report, f, indent=1)
+  print(f"wrote {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,171 @@
+"""The CUDA kernel on a Hopper GPU against a float64 NumPy oracle (gpu-marked: skipped without a GPU).
+
+Fresh random inputs per case, odd lengths, both variants, Dv 64 and 112, initial states drawn from
+real prefix sums, outputs poisoned with NaN before the kernel writes them, jit and vmap, a tensor
+past 2^31 elements, and gradients.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+TOL = 1e-2  # ||out - ref|| / ||ref|| for bf16 inputs
+
+
+def _phi64(x):
+  """[..., 16] -> [..., 273] float64: [1, x/2, vec(x x^T)/(4 sqrt 2)]."""
+  outer = (x[..., :, None] * x[..., None, :]).reshape(*x.shape[:-1], 256)
+  return np.concatenate([np.ones(x.shape[:-1] + (1,)), x / 2, outer / (4 * np.sqrt(2))], axis=-1)
+
+
+def _oracle(q, k, v, *, normalize, eps, kv0=None, ks0=None):
+  """Quadratic float64 definition: (out [B, L, H, Dv], kv [B, H, 273, Dv], ks [B, H, 273])."""
+  q, k, v = (np.asarray(jnp.asarray(x, jnp.float32), np.float64) for x in (q, k, v))
+  length = q.shape[1]
+  s = np.einsum("bihf,bjhf->bhij", q, k) / 4  # [B, H, L, L]
+  a = (1 + s + s * s / 2) * np.tril(np.ones((length, length)))  # [B, H, L, L]
+  num = np.einsum("bhij,bjhd->bihd", a, v)  # [B, L, H, Dv]
+  den = a.sum(-1).transpose(0, 2, 1)  # [B, L, H]
+  pk = _phi64(k)  # [B, L, H, E]
+  kv = np.einsum("bjhe,bjhd->bhed", pk, v)  # [B, H, E, Dv]
+  ks = pk.sum(1)  # [B, H, E]
+  if kv0 is not None:
+    kv0, ks0 = np.asarray(kv0, np.float64), np.asarray(ks0, np.float64)
+    pq = _phi64(q)  # [B, L, H, E]
+    num = num + np.einsum("bihe,bhed->bihd", pq, kv0)
+    den = den + np.einsum("bihe,bhe->bih", pq, ks0)
+    kv, ks = kv + kv0, ks + ks0
+  out = num / (den[..., None] + eps) if normalize else num
+  return out, kv, ks
+
+
+def _rel(x, ref):
+  x = np.asarray(jnp.asarray(x, jnp.float32), np.float64)
+  assert np.all(np.isfinite(x)), "non-finite values (unwritten or poisoned elements)"
+  return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+def _draw(seed, b, length, h, dv, *, with_state):
+  """Random bf16 q, k, v and an initial state summed over a real random prefix of 37 tokens."""
+  keys = jax.random.split(jax.random.key(seed), 6)
+  q = jax.random.normal(keys[0], (b, length, h, 16), jnp.bfloat16)  # [B, L, H, F]
+  k = jax.random.normal(keys[1], (b, length, h, 16), jnp.bfloat16)  # [B, L, H, F]
+  v = jax.random.normal(keys[2], (b, length, h, dv), jnp.bfloat16)  # [B, L, H, Dv]
+  if not with_state:
+    return q, k, v, None
+  kp = np.asarray(jax.random.normal(keys[3], (b, 37, h, 16)), np.float64)  # [B, P, H, F]
+  vp = np.asarray(jax.random.normal(keys[4], (b, 37, h, dv)), np.float64)  # [B, P, H, Dv]
+  pk = _phi64(kp)  # [B, P, H, E]
+  kv0 = np.einsum("bjhe,bjhd->bhed", pk, vp).astype(np.float32)  # [B, H, E, Dv]
+  ks0 = pk.sum(1).astype(np.float32)  # [B, H, E]
+  return q, k, v, (kv0, ks0)
+
+
+CASES = [  # B, L, H, Dv, normalize, with_state
+    (1, 1, 2, 64, True, False),
+    (2, 63, 3, 64, False, True),
+    (1, 65, 2, 112, True, True),
+    (1, 1000, 4, 64, True, False),
+    (1, 1000, 2, 112, False, False),
+    (2, 1000, 2, 64, False, True),
+    (1, 1000, 3, 112, True, True),
+    (1, 200, 70, 64, True, False),  # B*H*groups < #SMs but one segment
+    (3, 130, 50, 112, False, True),  # B*H*groups > #SMs: no sequence split
+]
+
+
+@pytest.mark.parametrize("b,length,h,dv,normalize,with_state", CASES)
+def test_matches_float64_oracle_under_jit(b, length, h, dv, normalize, with_state):
+  import ffi
+  from based_jax.ops import LinearAttentionState
+
+  q, k, v, init = _draw(hash((b, length, h, dv, normalize, with_state)) % 2**31, b, length, h, dv,
+                        with_state=with_state)
+  state = None if init is None else LinearAttentionState(jnp.asarray(init[0]), jnp.asarray(init[1]))
+  fn = jax.jit(lambda q, k, v, s: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-6,
+                                                       initial_state=s))
+  out, final = fn(q, k, v, state)
+  assert out.shape == v.shape and out.dtype == jnp.bfloat16
+  assert final.kv.shape == (b, h, 273, dv) and final.kv.dtype == jnp.float32
+  assert final.k_state.shape == (b, h, 273) and final.k_state.dtype == jnp.float32
+  ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=normalize, eps=1e-6,
+                                    kv0=None if init is None else init[0],
+                                    ks0=None if init is None else init[1])
+  assert _rel(out, ref_out) <= TOL
+  assert _rel(final.kv, ref_kv) <= TOL
+  assert _rel(final.k_state, ref_ks) <= TOL
+
+
+@pytest.mark.parametrize("b,length,h,dv,normalize", [(1, 65, 2, 64, True), (2, 1000, 3, 112, False),
+                                                       (1, 300, 80, 64, False)])
+def test_every_output_element_is_written(b, length, h, dv, normalize):
+  """Outputs aliased to NaN-filled buffers: any element the kernel skips stays NaN."""
+  from ffi.based_attention import _ffi_forward_into
+
+  q, k, v, (kv0, ks0) = _draw(7 + length, b, length, h, dv, with_state=True)
+  poison = (jnp.full(v.shape, jnp.nan, jnp.bfloat16), jnp.full((b, h, 273, dv), jnp.nan, jnp.float32),
+            jnp.full((b, h, 273), jnp.nan, jnp.float32))
+  fn = jax.jit(lambda *args: _ffi_forward_into(*args, normalize=normalize, eps=1e-6))
+  out, kv, ks = fn(q, k, v, jnp.asarray(kv0), jnp.asarray(ks0), *poison)
+  ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=normalize, eps=1e-6, kv0=kv0, ks0=ks0)
+  assert _rel(out, ref_out) <= TOL
+  assert _rel(kv, ref_kv) <= TOL
+  assert _rel(ks, ref_ks) <= TOL
+
+
+def test_dispatch_impl_ffi_and_vmap():
+  """based_jax.ops dispatch to the kernel, and jax.vmap over an extra leading axis."""
+  import ffi
+  from based_jax.ops import linear_attention
+
+  q, k, v, _ = _draw(11, 2 * 2, 129, 3, 64, with_state=False)
+  qs, ks_, vs = (x.reshape(2, 2, *x.shape[1:]) for x in (q, k, v))  # [V, B, L, H, .]
+  batched = jax.jit(jax.vmap(
+      lambda q, k, v: ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None)))
+  out, state = batched(qs, ks_, vs)
+  assert out.shape == (2, 2, 129, 3, 64) and state.kv.shape == (2, 2, 3, 273, 64)
+  ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=True, eps=1e-6)
+  assert _rel(out.reshape(v.shape), ref_out) <= TOL
+  assert _rel(state.kv.reshape(ref_kv.shape), ref_kv) <= TOL
+  assert _rel(state.k_state.reshape(ref_ks.shape), ref_ks) <= TOL
+  out2, _ = jax.jit(lambda q, k, v: linear_attention(q, k, v, normalize=True, eps=1e-6, impl="ffi"))(q, k, v)
+  assert _rel(out2, ref_out) <= TOL
+
+
+def test_past_2_pow_31_elements():
+  """v and out hold more than 2^31 elements: rows at the far end must use 64-bit offsets."""
+  import ffi
+
+  b, length, h, dv = 2100, 1000, 16, 64
+  assert b * length * h * dv > 2**31
+  q, k, v, _ = _draw(5, b, length, h, dv, with_state=False)
+  out, state = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=False, eps=0.0,
+                                                            initial_state=None))(q, k, v)
+  for row in (0, b - 1):
+    ref_out, ref_kv, ref_ks = _oracle(q[row:row + 1], k[row:row + 1], v[row:row + 1], normalize=False, eps=0.0)
+    assert _rel(out[row:row + 1], ref_out) <= TOL
+    assert _rel(state.kv[row:row + 1], ref_kv) <= TOL
+    assert _rel(state.k_state[row:row + 1], ref_ks) <= TOL
+
+
+def test_grad_matches_float32_reference():
+  import ffi
+  from based_jax.ops import LinearAttentionState, quadratic_linear_attention
+
+  q, k, v, (kv0, ks0) = _draw(3, 2, 97, 2, 64, with_state=True)
+  state = LinearAttentionState(jnp.asarray(kv0), jnp.asarray(ks0))
+  w = jax.random.normal(jax.random.key(9), v.shape, jnp.float32)
+  wk = jax.random.normal(jax.random.key(10), (2, 2, 273, 64), jnp.float32)
+
+  def loss(fn, q, k, v, kv0):
+    out, final = fn(q, k, v, normalize=True, eps=1e-6, initial_state=LinearAttentionState(kv0, state.k_state))
+    return jnp.sum(out.astype(jnp.float32) * w) + 1e-3 * jnp.sum(final.kv * wk)
+
+  got = jax.jit(jax.grad(lambda *a: loss(ffi.linear_attention, *a), argnums=(0, 1, 2, 3)))(q, k, v, state.kv)
+  f32 = [x.astype(jnp.float32) for x in (q, k, v)]
+  want = jax.grad(lambda *a: loss(quadratic_linear_attention, *a), argnums=(0, 1, 2, 3))(*f32, state.kv)
+  for g, r in zip(got, want):
+    assert _rel(g, np.asarray(r, np.float64)) <= 3e-2
