@@ -40,6 +40,7 @@ MAPPING: tuple[tuple[str, str, Hook], ...] = (
     ("transformer/ln_f/weight", "transformer.ln_f.weight", identity),
     (_LAYER + r"/(?P<norm>norm1|norm2)/weight", _TORCH_LAYER + ".{norm}.weight", identity),
     (_LAYER + r"/mlp/(?P<fc>fc1|fc2)/kernel", _TORCH_LAYER + ".mlp.{fc}.weight", transpose),
+    (_LAYER + r"/mlp/(?P<fc>fc1|fc2)/bias", _TORCH_LAYER + ".mlp.{fc}.bias", identity),
     # BaseConv
     (_LAYER + r"/mixer/(?P<p>in_proj|out_proj)/bias", _TORCH_LAYER + ".mixer.{p}.bias", identity),
     (_LAYER + r"/mixer/conv/conv/kernel", _TORCH_LAYER + ".mixer.conv.conv.weight",
@@ -55,6 +56,7 @@ _COMPILED = tuple((re.compile(pattern), template, hook) for pattern, template, h
 
 EMBEDDING_KEY = "transformer.embeddings.word_embeddings.weight"
 LM_HEAD_KEY = "lm_head.weight"
+POSITION_KEY = "transformer.embeddings.position_embeddings.weight"
 
 
 def torch_source(flax_path: str) -> tuple[str, Hook]:

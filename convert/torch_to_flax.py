@@ -5,7 +5,8 @@ only the equality of a tied head stored twice is checked later, when its values 
 1. clean the keys: strip `model.`, drop `*metrics*`, `transformer.decay.decay`, `*rotary_emb.inv_freq`;
 2. resolve the tied head (lm_head only, embedding only, or both, which must be equal);
 3. infer `vocab_size_padded, mlp_hidden, conv_d_inner, conv_kernel_size, conv_bias,
-   la_output_norm` from the tensors and check them against config.json;
+   la_output_norm, mlp_fc1_bias, mlp_fc2_bias, n_positions` from the tensors and check the
+   stated sizes of config.json against them;
 4. build the target tree with `jax.eval_shape(BasedLM(config).init, ...)`;
 5. map every Flax leaf to one PyTorch key through `convert.mapping.MAPPING`, check every shape,
    and collect missing, unused and mis-shaped keys into ONE error.
@@ -80,7 +81,16 @@ def _infer_fields(hf: dict, src: Mapping[str, TensorRef]) -> dict:
   if vocab is not None and emb.shape[0] < vocab:
     raise ConfigMismatchError(
         f"config.json vocab_size={vocab} but the embedding has only {emb.shape[0]} rows")
+  if mapping.POSITION_KEY in src:
+    raise CheckpointError(f"checkpoint has learned position embeddings ({mapping.POSITION_KEY}); "
+                          "based-jax models have none (rotary only inside attention)")
   inferred = {"vocab_size_padded": emb.shape[0],
+              # No position table in the weights means upstream built none: GPT2Config lets
+              # max_position_embeddings = 0 override n_positions, which config.json may also set.
+              "n_positions": 0,
+              # upstream's getattr default for these is True; the weights say what was built
+              "mlp_fc1_bias": mapping.first_with_suffix(src, "mlp.fc1.bias") is not None,
+              "mlp_fc2_bias": mapping.first_with_suffix(src, "mlp.fc2.bias") is not None,
               "conv_bias": mapping.first_with_suffix(src, "mixer.conv.conv.bias") is not None,
               "la_output_norm": mapping.first_with_suffix(src, "mixer.g_norm.weight") is not None}
   fc2 = mapping.first_with_suffix(src, "mlp.fc2.weight")

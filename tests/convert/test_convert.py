@@ -154,3 +154,16 @@ def test_legacy_non_zip_torch_file_converts(tmp_path):
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_upstream_defaults_are_overridden_by_the_weights(tmp_path):
+  """Released configs may say n_positions=2048 next to max_position_embeddings=0 (GPT2Config
+  lets the latter win) and may omit mlp_fc*_bias (upstream default True): no position table and
+  no MLP biases in the weights mean none were built."""
+  config = dict(MIXED.config, n_positions=2048, max_position_embeddings=0)
+  del config["mlp_fc1_bias"], config["mlp_fc2_bias"]
+  ck.write_hub_dir(tmp_path / "hub", config, MIXED.build(seed=0), "bin")
+  convert_checkpoint(tmp_path / "hub", tmp_path / "jax", progress=False)
+  written = json.loads((tmp_path / "jax" / "config.json").read_text())
+  assert written["n_positions"] == 0
+  assert not written["mlp_fc1_bias"] and not written["mlp_fc2_bias"]

@@ -195,3 +195,10 @@ def test_pickle_scan_of_a_real_state_dict_finds_only_torch_globals(hub):
   found = pickle_scan.imported_globals(path)
   assert "torch._utils._rebuild_tensor_v2" in found
   assert pickle_scan.unsafe_globals(path) == []
+
+
+def test_learned_position_embeddings_are_refused(hub, tmp_path):
+  directory, sd = hub
+  sd["transformer.embeddings.position_embeddings.weight"] = torch.zeros(2048, 64)
+  resave(directory, sd)
+  assert "position_embeddings" in convert_fails(directory, tmp_path / "out")

@@ -32,7 +32,7 @@ def hub_config(*, n_embd: int, n_head: int, n_layer: int, vocab_size: int = 97,
                window_size: int = 8, la_heads: int | None = None,
                la_head_dim: int | None = None, attention_only: bool = False,
                rotary_emb_fraction: float = 1.0, fixed_decay: bool = False,
-               l_max: int = 2048) -> dict:
+               mlp_bias: bool = False, l_max: int = 2048) -> dict:
   """A config.json dict in the released format (see based-360m)."""
   cfg = {
       "model_type": "gpt2",
@@ -41,7 +41,7 @@ def hub_config(*, n_embd: int, n_head: int, n_layer: int, vocab_size: int = 97,
       "activation_function": "swiglu", "rms_norm": True, "layer_norm_epsilon": 1e-5,
       "residual_in_fp32": True, "fused_mlp": False, "fused_dropout_add_ln": True,
       "fused_bias_fc": True, "tie_word_embeddings": True, "n_positions": 0,
-      "max_position_embeddings": 0, "mlp_fc1_bias": False, "mlp_fc2_bias": False,
+      "max_position_embeddings": 0, "mlp_fc1_bias": mlp_bias, "mlp_fc2_bias": mlp_bias,
       "qkv_proj_bias": False, "out_proj_bias": False, "rotary_emb_fraction": rotary_emb_fraction,
       "special_initializer": True, "fixed_decay": fixed_decay,
       "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
@@ -88,9 +88,10 @@ TINY_CASES = (
     TinyCase("gnorm-convbias-Dh16", hub_config(n_embd=64, n_head=4, n_layer=4, la_layers=(0, 2),
                                                swa_layers=(1,), window_size=16),
              la_output_norm=True, conv_bias=True),
-    # Non-power-of-two head dim Dh = 24 (d = 4 * 24), n_inner set explicitly.
+    # Non-power-of-two head dim Dh = 24 (d = 4 * 24), n_inner set explicitly, MLP biases.
     TinyCase("mixed-Dh24", hub_config(n_embd=96, n_head=4, n_layer=3, n_inner=200,
-                                      la_layers=(0,), swa_layers=(2,), window_size=9)),
+                                      la_layers=(0,), swa_layers=(2,), window_size=9,
+                                      mlp_bias=True)),
     # Dh 64 like the released models (H = 2), two LA heads of 64.
     TinyCase("mixed-Dh64", hub_config(n_embd=128, n_head=2, n_layer=3, la_layers=(1,),
                                       swa_layers=(2,), window_size=32, fixed_decay=True)),

@@ -32,6 +32,7 @@ class RefConfig:
   n_head: int
   vocab_size_padded: int
   mlp_hidden: int
+  mlp_bias: tuple[bool, bool]  # fc1, fc2
   norm_eps: float
   layer_kinds: tuple[str, ...]  # "conv" | "linear_attention" | "sliding_window" | "mha"
   conv_d_inner: int
@@ -83,6 +84,7 @@ class RefConfig:
         n_head=cfg["n_head"],
         vocab_size_padded=vocab_padded,
         mlp_hidden=hidden,
+        mlp_bias=(cfg.get("mlp_fc1_bias", True), cfg.get("mlp_fc2_bias", True)),  # upstream getattr
         norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
         layer_kinds=tuple(kinds),
         conv_d_inner=mixer.get("expand_proj", 4) * d // 2,
@@ -113,10 +115,10 @@ class RMSNorm(nn.Module):
 class SwiGLU(nn.Module):
   """fc1 output = [value | gate]; y = fc2(value * silu(gate))."""
 
-  def __init__(self, d: int, hidden: int):
+  def __init__(self, d: int, hidden: int, bias: tuple[bool, bool] = (False, False)):
     super().__init__()
-    self.fc1 = nn.Linear(d, 2 * hidden, bias=False)
-    self.fc2 = nn.Linear(hidden, d, bias=False)
+    self.fc1 = nn.Linear(d, 2 * hidden, bias=bias[0])
+    self.fc2 = nn.Linear(hidden, d, bias=bias[1])
 
   def forward(self, x):  # [B, L, d]
     value, gate = self.fc1(x).chunk(2, dim=-1)  # [B, L, hidden] each
@@ -302,7 +304,7 @@ class Block(nn.Module):
     self.mixer = _make_mixer(cfg, kind)
     self.norm1 = RMSNorm(cfg.d_model, cfg.norm_eps)
     self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps)
-    self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden)
+    self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden, cfg.mlp_bias)
 
   def _run(self, residual, mix):  # residual: [B, L, d]
     y, state = mix(self.norm1(residual))
