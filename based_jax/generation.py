@@ -85,12 +85,19 @@ class GenerationOutput:
 _RUN_LOCK = threading.Lock()
 _RUN: dict[str, Any] = {}
 _COMPILED: dict[Any, Any] = {}
+_LAST: dict[str, Any] = {"program": None}
 TRACE_COUNT = {"generate": 0}  # incremented each time the generation program is traced (tests)
 
 
 def clear_cache() -> None:
   """Forget every compiled generation program."""
   _COMPILED.clear()
+  _LAST["program"] = None
+
+
+def last_program():
+  """The compiled program the latest `generate` call ran (`.memory_analysis()`, `.as_text()`)."""
+  return _LAST["program"]
 
 
 def _first_token_hook(token):
@@ -316,6 +323,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
       compiled = _generate_jit.lower(*args, **statics).compile()
       compile_s = time.perf_counter() - t0
       _COMPILED[cache_key] = compiled
+    _LAST["program"] = compiled
     _RUN.clear()
     _RUN["callback"] = callback
     t_start = time.perf_counter()

@@ -56,7 +56,7 @@ def test_bench_help_and_convert_routing(capsys):
 def test_bench_e2e_help_runs_the_script():
   out = run_cli("bench", "e2e", "--help")
   assert out.returncode == 0, out.stderr
-  assert "--batch-sizes" in out.stdout and "e2e.json" in out.stdout
+  assert "--prefill-batch-sizes" in out.stdout and "e2e.json" in out.stdout
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -1,0 +1,404 @@
+"""End-to-end generation benchmark: prefill + decode of based-360m and attn-360m (random bf16).
+
+What it measures (H200 targets in brackets), with `based_jax.generation.generate`, one compiled
+program per (model, batch): the prompt prefill and the whole decode loop run inside it.
+- Prefill: an 8000-token random prompt + 1 generated token, B in {4, 16, 32, 64, 128}
+  (time to first token, read from a host callback fired right after the first sample).
+  [based-360m: B=128 <= 1.1 s, B=4 <= 40 ms]
+- Decode: after an 8000-token prompt, `--decode-steps` further tokens, B in {1, 64, 256}:
+  ms/step = (total - time to first token) / (steps - 1); tokens/s = B / (ms/step).
+  [based-360m: B=256 <= 1.5 ms/step]
+Every batch size gets both numbers (each program runs prefill then the decode loop); the
+prefill and decode sets above choose which batch sizes run.
+- Memory: the compiled program's own estimate (`memory_analysis()`: arguments + outputs + temps
+  - aliased) per config, and the process peak (`memory_stats()["peak_bytes_in_use"]`, a running
+  maximum over the process, so it is only that config's peak when configs run in ascending size).
+  `--memory-lengths` compiles (without running) the B=4 program at shorter prompts to show how
+  prefill memory grows with L.
+
+Weights are random, drawn directly in bf16 on the device inside one jit (no fp32 copy): matrices
+~ N(0, 1/fan_in), embeddings ~ N(0, 0.02^2), norm weights 1, biases 0. Token ids are random
+(never zeros). Timing: one compile+run, then `--repeats` timed runs; the median is reported.
+
+Floors (printed beside each result; H200 bf16 dense 790 TFLOP/s, HBM 4.3 TB/s, both measured
+on this workplace's H200s: see /work/.library/device/KINDS.md):
+  P = non-embedding parameters, V = padded vocab, d = width, H/Dh = heads/head dim,
+  E = 273 Taylor features, Dv = linear-attention value dim, w = window_size // 2.
+  Prefill FLOPs (B, L) = 2 B L P                          dense matmuls
+                       + 2 B d V                          LM head at the last position only
+                       + sum_LA  4 B L H E Dv             state update phi(k) v^T + query phi(q) S
+                       + sum_SWA 4 B L H (w + 1) Dh       QK^T and PV over the window
+                       + sum_MHA 2 B H Dh L (L + 1)       causal QK^T and PV
+  Prefill bytes        = 2 (P + V d)  (bf16 weights, read once) + cache bytes written
+  Decode FLOPs / step  = 2 B (P + V d) + sum_LA 4 B H E Dv + sum_SWA 4 B H (w+1) Dh
+                       + sum_MHA 4 B H Dh C               (C = context length)
+  Decode bytes / step  = 2 (P + V d) + recurrent state read + written (conv history,
+                         linear-attention kv and k_state) + attention K/V read (SWA: its w+1
+                         ring; MHA: C entries)
+  floor = max(FLOPs / 790e12, bytes / 4.3e12).
+
+Usage: python benchmarks/e2e.py [--models based-360m,attn-360m] [--time-budget-s 150]
+Writes benchmarks/results/e2e.json and benchmarks/results/e2e.png (or --out / --plot).
+"""
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))
+
+PEAK_FLOPS = 790e12
+PEAK_BYTES = 4.3e12
+PRESETS = ("based-360m", "attn-360m")
+TARGETS = {  # (model, kind, B) -> seconds
+    ("based-360m", "prefill", 128): 1.1,
+    ("based-360m", "prefill", 4): 0.040,
+    ("based-360m", "decode_step", 256): 1.5e-3,
+}
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(
+      description="End-to-end prefill/decode benchmark of based-360m and attn-360m (random bf16 "
+      "weights) through based_jax.generation.generate. Writes JSON (benchmarks/results/e2e.json) "
+      "and a PNG bar chart.", formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--models", default=",".join(PRESETS),
+                      help=f"comma-separated presets, run in this order ({', '.join(PRESETS)})")
+  parser.add_argument("--prompt-len", type=int, default=8000, help="prompt tokens (default 8000)")
+  parser.add_argument("--prefill-batch-sizes", default="4,16,32,64,128",
+                      help="batch sizes for the prefill table (default 4,16,32,64,128)")
+  parser.add_argument("--decode-batch-sizes", default="1,64,256",
+                      help="batch sizes for the decode table (default 1,64,256)")
+  parser.add_argument("--priority", default="4,128,256,64,1,16,32",
+                      help="order in which batch sizes run, so the targets come first")
+  parser.add_argument("--decode-steps", type=int, default=65,
+                      help="tokens generated per run (default 65: prefill token + 64 decode steps)")
+  parser.add_argument("--repeats", type=int, default=3, help="timed runs per config (median)")
+  parser.add_argument("--impl", default="auto", help="linear-attention implementation")
+  parser.add_argument("--memory-lengths", default="2000,4000",
+                      help="extra prompt lengths compiled (not run) at B=4 for memory vs L "
+                      "('' to skip)")
+  parser.add_argument("--time-budget-s", type=float, default=float("inf"),
+                      help="skip configs that would start after this many seconds")
+  parser.add_argument("--smoke", action="store_true",
+                      help="tiny configs and lengths (CPU check of the script itself)")
+  parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "e2e.json"),
+                      help="JSON output (default benchmarks/results/e2e.json)")
+  parser.add_argument("--plot", default=None, help="PNG output (default: --out with .png)")
+  return parser.parse_args(argv)
+
+
+def ints(text: str) -> list[int]:
+  return [int(x) for x in text.split(",") if x.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# Model and weights
+# --------------------------------------------------------------------------------------------
+
+
+def make_config(name: str, smoke: bool):
+  from based_jax.config import BasedConfig
+
+  if smoke:
+    return BasedConfig.tiny(attention_only=name.startswith("attn"), n_layer=3 if
+                            name.startswith("attn") else 4)
+  return {"based-360m": BasedConfig.based_360m, "attn-360m": BasedConfig.attn_360m}[name]()
+
+
+def random_bf16_params(model, seed: int = 0):
+  """Random params drawn directly in bf16 on the default device (one jit, no fp32 copies)."""
+  import jax
+  import jax.numpy as jnp
+
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 8), jnp.int32))["params"]
+  flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+
+  def draw():
+    key = jax.random.key(seed)
+    leaves = []
+    for i, (path, leaf) in enumerate(flat):
+      name = jax.tree_util.keystr(path)
+      k = jax.random.fold_in(key, i)
+      if "embedding" in name:
+        leaves.append(jax.random.normal(k, leaf.shape, jnp.bfloat16) * 0.02)
+      elif leaf.ndim == 1 and "bias" in name:
+        leaves.append(jnp.zeros(leaf.shape, jnp.bfloat16))
+      elif leaf.ndim == 1:
+        leaves.append(jnp.ones(leaf.shape, jnp.bfloat16))
+      else:
+        fan_in = math.prod(leaf.shape[:-1])
+        leaves.append(jax.random.normal(k, leaf.shape, jnp.bfloat16) * (fan_in ** -0.5))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+  return jax.jit(draw)()
+
+
+def param_counts(params) -> tuple[int, int]:
+  """(non-embedding params, embedding params)."""
+  import jax
+
+  emb = other = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if "word_embeddings" in jax.tree_util.keystr(path):
+      emb += leaf.size
+    else:
+      other += leaf.size
+  return other, emb
+
+
+def cache_bytes(model, params, batch: int, length: int, max_length: int) -> dict[str, int]:
+  """Bytes of the decoding cache by kind (from eval_shape; nothing is allocated)."""
+  import jax
+  import jax.numpy as jnp
+
+  _, cache = jax.eval_shape(
+      lambda p, x: model.apply({"params": p}, x, None, max_length=max_length, method="prefill"),
+      params, jax.ShapeDtypeStruct((batch, length), jnp.int32))
+  out = {"recurrent": 0, "kv": 0}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(cache)[0]:
+    name = jax.tree_util.keystr(path)
+    nbytes = leaf.size * jnp.dtype(leaf.dtype).itemsize
+    kind = "kv" if name.endswith((".k", ".v", ".valid")) else "recurrent"
+    out[kind] += nbytes
+  return out
+
+
+# --------------------------------------------------------------------------------------------
+# Floors
+# --------------------------------------------------------------------------------------------
+
+
+def floors(config, n_other: int, n_emb: int, batch: int, length: int, cache: dict) -> dict:
+  """FLOP and byte floors for the prefill (B, L) and one decode step at context L (docstring)."""
+  d, vp = config.n_embd, config.vocab_size_padded
+  e, dv, hla = config.expanded_dim, config.la_head_dim, config.la_num_heads
+  h, dh = config.n_head, config.head_dim
+  w = config.window_left or 0
+  kinds = config.layer_types
+  n_la, n_swa, n_mha = (kinds.count(k) for k in ("linear_attention", "sliding_window", "mha"))
+  weights = 2 * (n_other + n_emb)
+  pf_flops = (2 * batch * length * n_other + 2 * batch * d * vp
+              + n_la * 4 * batch * length * hla * e * dv
+              + n_swa * 4 * batch * length * h * (w + 1) * dh
+              + n_mha * 2 * batch * h * dh * length * (length + 1))
+  pf_bytes = weights + cache["recurrent"] + cache["kv"]
+  dc_flops = (2 * batch * (n_other + vp * d) + n_la * 4 * batch * hla * e * dv
+              + n_swa * 4 * batch * h * (w + 1) * dh + n_mha * 4 * batch * h * dh * length)
+  kv_read = n_swa * batch * (w + 1) * 2 * d * 2 + n_mha * batch * length * 2 * d * 2
+  dc_bytes = weights + 2 * cache["recurrent"] + kv_read
+  return {
+      "prefill_flops": pf_flops, "prefill_bytes": pf_bytes,
+      "prefill_floor_s": max(pf_flops / PEAK_FLOPS, pf_bytes / PEAK_BYTES),
+      "decode_step_flops": dc_flops, "decode_step_bytes": dc_bytes,
+      "decode_step_floor_s": max(dc_flops / PEAK_FLOPS, dc_bytes / PEAK_BYTES),
+  }
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def device_memory() -> tuple[int | None, int | None]:
+  """(bytes_limit, peak_bytes_in_use) of device 0, None where the backend has no stats."""
+  import jax
+
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get("bytes_limit"), stats.get("peak_bytes_in_use")
+
+
+def program_bytes() -> int | None:
+  from based_jax import generation
+
+  analysis = generation.last_program().memory_analysis()
+  if analysis is None:
+    return None
+  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+             + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
+               repeats: int) -> dict:
+  from based_jax.generation import generate
+
+  ids = np.random.default_rng(batch).integers(1, vocab, size=(batch, length)).astype(np.int32)
+  first = generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
+  assert first.steps == steps and (first.lengths == steps).all()
+  runs = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
+    total = time.perf_counter() - t0
+    runs.append((out.prefill_s, total, out.decode_s))
+  prefill = float(np.median([r[0] for r in runs]))
+  decode = float(np.median([r[2] for r in runs]))
+  step = decode / (steps - 1) if steps > 1 else float("nan")
+  return {
+      "compile_s": first.compile_s, "prefill_s": prefill,
+      "total_s": float(np.median([r[1] for r in runs])),
+      "decode_step_s": step, "decode_tokens_per_s": batch / step if steps > 1 else None,
+      "runs": runs, "program_bytes": program_bytes(), "process_peak_bytes": device_memory()[1],
+  }
+
+
+def compile_only_bytes(model, params, vocab: int, batch: int, length: int, steps: int) -> dict:
+  """Compile (without running) the generation program at this prompt length; its memory."""
+  import jax
+  import jax.numpy as jnp
+
+  from based_jax import generation
+  from based_jax.sampling import SamplingConfig
+
+  t0 = time.perf_counter()
+  lowered = generation._generate_jit.lower(  # pylint: disable=protected-access
+      params, jax.ShapeDtypeStruct((batch, length), jnp.int32), None, jax.random.key(0),
+      model=model, max_new_tokens=steps, sampling=SamplingConfig(), eos_token_id=None,
+      pad_token_id=0, vocab_size=vocab, stream=False)
+  m = lowered.compile().memory_analysis()
+  return {"compile_s": time.perf_counter() - t0, "temp_bytes": int(m.temp_size_in_bytes),
+          "program_bytes": int(m.argument_size_in_bytes + m.output_size_in_bytes
+                               + m.temp_size_in_bytes - m.alias_size_in_bytes)}
+
+
+def fmt_s(s) -> str:
+  if s is None or (isinstance(s, float) and math.isnan(s)):
+    return "-"
+  return f"{s * 1e3:.2f} ms" if s < 10 else f"{s:.1f} s"
+
+
+def save(results: dict, out: Path, plot: Path) -> None:
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(results, indent=1, default=float))
+  try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    return
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  models = sorted({r["model"] for r in results["configs"]})
+  for ax, (key, title, scale) in zip(axes, [
+      ("prefill_s", f"prefill {results['prompt_len']} tokens + 1 (ms)", 1e3),
+      ("decode_step_s", f"decode step after {results['prompt_len']} tokens (ms)", 1e3)]):
+    batches = sorted({r["batch"] for r in results["configs"] if r.get(key) is not None})
+    width = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+      vals = {r["batch"]: r.get(key) for r in results["configs"] if r["model"] == m}
+      ys = [(vals.get(b) or 0) * scale for b in batches]
+      ax.bar([j + i * width for j in range(len(batches))], ys, width, label=m)
+    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(batches))],
+                  [str(b) for b in batches])
+    ax.set_xlabel("batch size")
+    ax.set_title(title)
+    ax.set_yscale("log")
+    ax.legend()
+  fig.suptitle(f"based-jax e2e ({results['device']}, bf16, random weights)")
+  fig.tight_layout()
+  fig.savefig(plot, dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  start = time.perf_counter()
+  import jax
+  import jax.numpy as jnp
+
+  from based_jax.model import BasedLM
+
+  out = Path(args.out)
+  plot = Path(args.plot) if args.plot else out.with_suffix(".png")
+  length = 64 if args.smoke else args.prompt_len
+  prefill_bs, decode_bs = set(ints(args.prefill_batch_sizes)), set(ints(args.decode_batch_sizes))
+  wanted = prefill_bs | decode_bs
+  order = [b for b in ints(args.priority) if b in wanted] + sorted(
+      wanted - set(ints(args.priority)))
+  if args.smoke:
+    order = [b for b in order if b <= 4] or [1]
+  device = jax.devices()[0]
+  limit, _ = device_memory()
+  results = {"device": getattr(device, "device_kind", str(device)), "backend": device.platform,
+             "jax": jax.__version__, "python": platform.python_version(), "impl": args.impl,
+             "prompt_len": length, "decode_steps": args.decode_steps, "repeats": args.repeats,
+             "peak_flops": PEAK_FLOPS, "peak_bytes_per_s": PEAK_BYTES, "smoke": args.smoke,
+             "configs": [], "memory_vs_length": [], "skipped": []}
+  print(f"device {results['device']}, jax {jax.__version__}, memory limit {limit}", flush=True)
+
+  last_compile = 0.0
+  for name in [m for m in args.models.split(",") if m]:
+    if name not in PRESETS:
+      print(f"unknown model {name!r}; choose from {PRESETS}", file=sys.stderr)
+      return 2
+    config = make_config(name, args.smoke)
+    model = BasedLM(config, dtype=jnp.bfloat16, la_impl=args.impl)
+    params = random_bf16_params(model)
+    n_other, n_emb = param_counts(params)
+    print(f"{name}: {n_other / 1e6:.1f}M non-embedding + {n_emb / 1e6:.1f}M embedding params",
+          flush=True)
+    for batch in order:
+      elapsed = time.perf_counter() - start
+      if elapsed + last_compile > args.time_budget_s:
+        results["skipped"].append({"model": name, "batch": batch, "reason": "time budget"})
+        continue
+      cache = cache_bytes(model, params, batch, length, length + args.decode_steps)
+      row = {"model": name, "batch": batch, "prompt_len": length,
+             "in_prefill_table": batch in prefill_bs, "in_decode_table": batch in decode_bs,
+             "cache_bytes": cache, **floors(config, n_other, n_emb, batch, length, cache)}
+      need = 2 * (n_other + n_emb) + cache["recurrent"] + cache["kv"]
+      if limit and need > limit:
+        row["error"] = f"skipped: params + cache = {need / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB"
+        print(f"  B={batch}: {row['error']}", flush=True)
+        results["configs"].append(row)
+        continue
+      try:
+        row.update(run_config(model, params, config.vocab_size, batch, length, args.decode_steps,
+                              args.repeats))
+        last_compile = row["compile_s"]
+      except Exception as e:  # pylint: disable=broad-except  # OOM is a result, not a crash
+        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+          raise
+        row["error"] = f"OOM: {str(e).splitlines()[0][:300]}"
+      for kind, key in (("prefill", "prefill_s"), ("decode_step", "decode_step_s")):
+        target = TARGETS.get((name, kind, batch))
+        if target is not None and key in row:
+          row[f"{kind}_target_s"] = target
+          row[f"{kind}_meets_target"] = bool(row[key] <= target)
+      results["configs"].append(row)
+      save(results, out, plot)
+      print(f"  B={batch:4d} prefill {fmt_s(row.get('prefill_s'))} (floor "
+            f"{fmt_s(row['prefill_floor_s'])}), decode {fmt_s(row.get('decode_step_s'))}/step "
+            f"(floor {fmt_s(row['decode_step_floor_s'])}), "
+            f"{(row.get('decode_tokens_per_s') or 0):.0f} tok/s, compile "
+            f"{row.get('compile_s', 0):.1f} s, program {(row.get('program_bytes') or 0) / 2**30:.2f}"
+            f" GiB {row.get('error', '')}", flush=True)
+    if name == "based-360m" or args.smoke:
+      for mlen in ints(args.memory_lengths) if not args.smoke else [16, 32]:
+        if time.perf_counter() - start + last_compile > args.time_budget_s:
+          results["skipped"].append({"model": name, "memory_len": mlen, "reason": "time budget"})
+          continue
+        entry = {"model": name, "batch": 4, "prompt_len": mlen,
+                 **compile_only_bytes(model, params, config.vocab_size, 4, mlen,
+                                      args.decode_steps)}
+        results["memory_vs_length"].append(entry)
+        print(f"  memory B=4 L={mlen}: program {entry['program_bytes'] / 2**30:.2f} GiB, temps "
+              f"{entry['temp_bytes'] / 2**30:.2f} GiB", flush=True)
+    del params
+  results["wall_s"] = time.perf_counter() - start
+  save(results, out, plot)
+  print(f"wrote {out} and {plot} in {results['wall_s']:.0f} s", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
