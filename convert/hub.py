@@ -31,6 +31,9 @@ def locate(src: str | os.PathLike, revision: str | None = None) -> CheckpointFil
   """Local directory (converted or PyTorch) or hub repo id -> the file paths."""
   src_str = os.fspath(src)
   if os.path.isdir(src_str):
+    if revision is not None:
+      raise CheckpointNotFoundError(
+          f"revision={revision!r} applies to hub ids only; {src_str!r} is a local directory")
     return _locate_local(src_str)
   if os.path.exists(src_str):
     raise CheckpointNotFoundError(

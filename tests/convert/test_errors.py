@@ -202,3 +202,8 @@ def test_learned_position_embeddings_are_refused(hub, tmp_path):
   sd["transformer.embeddings.position_embeddings.weight"] = torch.zeros(2048, 64)
   resave(directory, sd)
   assert "position_embeddings" in convert_fails(directory, tmp_path / "out")
+
+
+def test_revision_with_a_local_directory(hub, tmp_path):
+  with pytest.raises(CheckpointNotFoundError, match="hub ids only"):
+    convert_checkpoint(hub[0], tmp_path / "out", revision="refs/pr/1", progress=False)
