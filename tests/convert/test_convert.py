@@ -112,9 +112,10 @@ def test_bfloat16_output_is_the_rounded_float32(tmp_path):
 def test_bf16_and_fp16_source_checkpoints(tmp_path):
   model = MIXED.build(seed=4)
   sd = model.state_dict()
-  for dtype in (torch.bfloat16, torch.float16):
-    name = str(dtype).removeprefix("torch.")
-    ck.write_hub_dir(tmp_path / name, MIXED.config, model, "bin", dtype=dtype)
+  for dtype, fmt in ((torch.bfloat16, "bin"), (torch.float16, "bin"),
+                     (torch.bfloat16, "safetensors")):
+    name = str(dtype).removeprefix("torch.") + "-" + fmt
+    ck.write_hub_dir(tmp_path / name, MIXED.config, model, fmt, dtype=dtype)
     out = convert_checkpoint(tmp_path / name, tmp_path / f"jax-{name}", progress=False)
     params = read_params(out)[0]
     want = sd["transformer.layers.1.mixer.proj_v.weight"].to(dtype).float().numpy().T
