@@ -1,5 +1,6 @@
 """Leaf layers and mixers against float64 NumPy written from the math (based_model.md §3)."""
 
+import functools
 import math
 
 import jax
@@ -17,6 +18,20 @@ F32 = dict(rtol=2e-5, atol=2e-5)
 
 def _rng(seed):
   return np.random.default_rng(seed)
+
+
+def jinit(mod, seed, *args):
+  """Init under jit (eager op-by-op compilation is slow on CPU)."""
+  return jax.jit(mod.init)(jax.random.key(seed), *args)["params"]
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(mod):
+  return jax.jit(mod.apply)
+
+
+def japply(mod, params, *args):
+  return _jitted_apply(mod)({"params": params}, *args)
 
 
 def _np(tree):
@@ -87,11 +102,11 @@ def test_rmsnorm_vs_numpy():
   x = r.standard_normal((2, 7, 48)).astype(np.float32) * 3
   mod = RMSNorm(1e-5)
   params = {"weight": jnp.asarray(r.standard_normal(48).astype(np.float32))}
-  got = mod.apply({"params": params}, jnp.asarray(x))
+  got = japply(mod, params, jnp.asarray(x))
   want = np_rmsnorm(x.astype(np.float64), _np(params)["weight"], 1e-5)
   np.testing.assert_allclose(np.asarray(got), want, **F32)
   # bf16 input: fp32 compute, bf16 output.
-  got16 = mod.apply({"params": params}, jnp.asarray(x, jnp.bfloat16))
+  got16 = japply(mod, params, jnp.asarray(x, jnp.bfloat16))
   assert got16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(got16, np.float64), want, rtol=2e-2, atol=2e-2)
 
@@ -100,12 +115,12 @@ def test_swiglu_vs_numpy():
   r = _rng(1)
   x = jnp.asarray(r.standard_normal((2, 5, 32)).astype(np.float32))
   mod = SwiGLU(hidden=24)
-  params = mod.init(jax.random.key(0), x)["params"]
+  params = jinit(mod, 0, x)
   assert params["fc1"]["kernel"].shape == (32, 48) and params["fc2"]["kernel"].shape == (24, 32)
   p = _np(params)
   h = np.asarray(x, np.float64) @ p["fc1"]["kernel"]
   want = (h[..., :24] * np_silu(h[..., 24:])) @ p["fc2"]["kernel"]
-  np.testing.assert_allclose(np.asarray(mod.apply({"params": params}, x)), want, **F32)
+  np.testing.assert_allclose(np.asarray(japply(mod, params, x)), want, **F32)
 
 
 @pytest.mark.parametrize("rotary_dim, head_dim", [(16, 16), (8, 16), (20, 20)])
@@ -127,7 +142,7 @@ def test_base_conv_vs_numpy(length):
   r = _rng(3)
   x = jnp.asarray(r.standard_normal((2, length, 32)).astype(np.float32))
   mod = BaseConv(cfg)
-  params = mod.init(jax.random.key(1), x)["params"]
+  params = jinit(mod, 1, x)
   params = jax.tree_util.tree_map(  # non-zero bias so that it is tested
       lambda a: a + 0.1 * jnp.asarray(r.standard_normal(a.shape), a.dtype), params)
   p = _np(params)
@@ -142,7 +157,7 @@ def test_base_conv_vs_numpy(length):
         conv[:, t] += w[:, j] * u1[:, t - 2 + j]
   conv += p["conv"]["conv"]["bias"]
   want = (np_silu(conv) * u2) @ p["out_proj"]["kernel"] + p["out_proj"]["bias"]
-  np.testing.assert_allclose(np.asarray(mod.apply({"params": params}, x)), want, **F32)
+  np.testing.assert_allclose(np.asarray(japply(mod, params, x)), want, **F32)
 
 
 @pytest.mark.parametrize("output_norm", [False, True])
@@ -151,7 +166,7 @@ def test_linear_attention_mixer_vs_numpy(output_norm):
   r = _rng(4)
   x = jnp.asarray(r.standard_normal((2, 19, 48)).astype(np.float32))
   mod = LinearAttention(cfg, impl="reference")
-  params = mod.init(jax.random.key(2), x)["params"]
+  params = jinit(mod, 2, x)
   if output_norm:
     params["g_norm"]["weight"] = jnp.asarray(r.standard_normal(12).astype(np.float32))
   p = _np(params)
@@ -163,7 +178,7 @@ def test_linear_attention_mixer_vs_numpy(output_norm):
   if output_norm:
     o = np_rmsnorm(o, p["g_norm"]["weight"], cfg.layer_norm_epsilon)
   want = o.reshape(2, 19, 48) @ p["out_proj"]["kernel"]
-  np.testing.assert_allclose(np.asarray(mod.apply({"params": params}, x)), want,
+  np.testing.assert_allclose(np.asarray(japply(mod, params, x)), want,
                              rtol=1e-4, atol=1e-4)
 
 
@@ -209,8 +224,8 @@ def test_attention_mixers_vs_numpy(kind, n_embd, fraction):
   x = jnp.asarray(r.standard_normal((2, length, n_embd)).astype(np.float32))
   positions = jnp.broadcast_to(jnp.arange(length), (2, length))
   mod = (SlidingWindowAttention if kind == "sliding_window" else MHA)(cfg, layer_idx=2)
-  params = mod.init(jax.random.key(3), x, None, positions)["params"]
-  got = mod.apply({"params": params}, x, None, positions)
+  params = jinit(mod, 3, x, None, positions)
+  got = japply(mod, params, x, None, positions)
   p = _np(params)
   dh = n_embd // 4
   qkv = (np.asarray(x, np.float64) @ p["Wqkv"]["kernel"]).reshape(2, length, 3, 4, dh)

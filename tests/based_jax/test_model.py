@@ -7,7 +7,7 @@ import pytest
 
 from based_jax import BasedConfig, BasedLM
 from tests.based_jax.test_layers import (np_masked_attention, np_rmsnorm, np_rope, np_silu,
-                                        np_taylor_la, window_allowed)
+                                        np_taylor_la, window_allowed, jinit, japply)
 
 # Tiny configs: d 64 H 4 (Dh 16) with conv/LA/SWA, Dh 20 (d 80), attention only, g_norm variant.
 CONFIGS = {
@@ -22,7 +22,7 @@ CONFIGS = {
 def init_params(cfg, seed=0, length=8):
   model = BasedLM(cfg)
   ids = jnp.zeros((1, length), jnp.int32)
-  params = model.init(jax.random.key(seed), ids)["params"]
+  params = jinit(model, seed, ids)
   # Random norm weights (init is all ones) so that the norms are really tested.
   r = np.random.default_rng(seed)
   return jax.tree_util.tree_map_with_path(
@@ -85,7 +85,7 @@ def test_forward_vs_numpy_float64(name):
   cfg = CONFIGS[name]
   params = init_params(cfg, seed=1)
   ids = random_ids(cfg, (2, 23), seed=2)  # odd length, longer than the SWA window
-  logits = BasedLM(cfg).apply({"params": params}, ids)
+  logits = japply(BasedLM(cfg), params, ids)
   assert logits.shape == (2, 23, cfg.vocab_size_padded) and logits.dtype == jnp.float32
   want = np_forward(cfg, params, ids)
   np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-4, atol=1e-4)
@@ -95,8 +95,8 @@ def test_la_impls_agree_inside_the_model():
   cfg = CONFIGS["based-d64"]
   params = init_params(cfg)
   ids = random_ids(cfg, (2, 37), seed=3)
-  ref = BasedLM(cfg, la_impl="reference").apply({"params": params}, ids)
-  chunked = BasedLM(cfg, la_impl="chunked").apply({"params": params}, ids)
+  ref = japply(BasedLM(cfg, la_impl="reference"), params, ids)
+  chunked = japply(BasedLM(cfg, la_impl="chunked"), params, ids)
   np.testing.assert_allclose(np.asarray(chunked), np.asarray(ref), rtol=1e-4, atol=1e-4)
 
 
@@ -106,7 +106,7 @@ def test_causal_future_tokens_do_not_change_past_logits():
   ids = random_ids(cfg, (1, 30), seed=4)
   other = ids.at[:, 17:].set(random_ids(cfg, (1, 13), seed=5))
   model = BasedLM(cfg)
-  a, b = model.apply({"params": params}, ids), model.apply({"params": params}, other)
+  a, b = japply(model, params, ids), japply(model, params, other)
   np.testing.assert_allclose(np.asarray(a[:, :17]), np.asarray(b[:, :17]), rtol=1e-5, atol=1e-5)
   assert np.abs(np.asarray(a[:, 17:] - b[:, 17:])).max() > 1e-3
 
@@ -122,10 +122,10 @@ def test_left_padding_invariance(name):
   ids = jnp.concatenate([jnp.pad(r, ((0, 0), (width - r.shape[1], 0)), constant_values=7)
                          for r in rows])
   mask = jnp.asarray([[0] * (width - n) + [1] * n for n in lengths], jnp.int32)
-  batch = model.apply({"params": params}, ids, mask)
+  batch = japply(model, params, ids, mask)
   assert (~np.asarray(mask, bool)).any()  # the fixture really pads
   for i, (row, n) in enumerate(zip(rows, lengths)):
-    alone = model.apply({"params": params}, row)
+    alone = japply(model, params, row)
     np.testing.assert_allclose(np.asarray(batch[i, width - n:]), np.asarray(alone[0]),
                                rtol=1e-4, atol=1e-4)
   assert np.isfinite(np.asarray(batch)).all()
@@ -151,10 +151,10 @@ def test_bf16_compute_close_to_fp32():
   cfg = CONFIGS["based-d64"]
   params = init_params(cfg)
   ids = random_ids(cfg, (2, 19), seed=6)
-  f32 = BasedLM(cfg).apply({"params": params}, ids)
+  f32 = japply(BasedLM(cfg), params, ids)
   bf16_params = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)
   for p in (params, bf16_params):
-    got = BasedLM(cfg, dtype=jnp.bfloat16).apply({"params": p}, ids)
+    got = japply(BasedLM(cfg, dtype=jnp.bfloat16), p, ids)
     assert got.dtype == jnp.float32
     err = np.asarray(got - f32)
     # bf16 rounding through 4 layers: a few % of the logit scale, not more.
@@ -164,10 +164,10 @@ def test_bf16_compute_close_to_fp32():
 
 def test_untied_head_has_lm_head():
   cfg = BasedConfig.tiny(tie_word_embeddings=False)
-  params = BasedLM(cfg).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  params = jinit(BasedLM(cfg), 0, jnp.zeros((1, 4), jnp.int32))
   assert params["lm_head"]["kernel"].shape == (64, cfg.vocab_size_padded)
   h = jnp.ones((1, 4), jnp.int32)
-  assert BasedLM(cfg).apply({"params": params}, h).shape == (1, 4, cfg.vocab_size_padded)
+  assert japply(BasedLM(cfg), params, h).shape == (1, 4, cfg.vocab_size_padded)
 
 
 # ---- presets: parameter counts from the formulas in based_model.md §1.3, §2 --------------------
