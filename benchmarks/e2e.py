@@ -83,6 +83,9 @@ def parse_args(argv=None):
                       help="tokens generated per run (default 65: prefill token + 64 decode steps)")
   parser.add_argument("--repeats", type=int, default=3, help="timed runs per config (median)")
   parser.add_argument("--impl", default="auto", help="linear-attention implementation")
+  parser.add_argument("--fallback-impl", default="chunked",
+                      help="when a config fails (not OOM) under --impl, record the error and rerun "
+                      "it and the rest with this implementation ('' to stop instead)")
   parser.add_argument("--memory-lengths", default="2000,4000",
                       help="extra prompt lengths compiled (not run) at B=4 for memory vs L "
                       "('' to skip)")
@@ -119,8 +122,8 @@ def random_bf16_params(model, seed: int = 0):
   import jax
   import jax.numpy as jnp
 
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, 8), jnp.int32))["params"]
+  shapes = jax.eval_shape(model.clone(la_impl="reference").init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 8), jnp.int32))["params"]  # shapes only
   flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
 
   def draw():
@@ -161,8 +164,10 @@ def cache_bytes(model, params, batch: int, length: int, max_length: int) -> dict
   import jax
   import jax.numpy as jnp
 
+  shape_model = model.clone(la_impl="chunked")  # same cache shapes; resolvable on any backend
   _, cache = jax.eval_shape(
-      lambda p, x: model.apply({"params": p}, x, None, max_length=max_length, method="prefill"),
+      lambda p, x: shape_model.apply({"params": p}, x, None, max_length=max_length,
+                                     method="prefill"),
       params, jax.ShapeDtypeStruct((batch, length), jnp.int32))
   out = {"recurrent": 0, "kv": 0}
   for path, leaf in jax.tree_util.tree_flatten_with_path(cache)[0]:
@@ -361,14 +366,26 @@ def main(argv=None) -> int:
         print(f"  B={batch}: {row['error']}", flush=True)
         results["configs"].append(row)
         continue
+      row["impl"] = model.la_impl
       try:
         row.update(run_config(model, params, config.vocab_size, batch, length, args.decode_steps,
                               args.repeats))
         last_compile = row["compile_s"]
       except Exception as e:  # pylint: disable=broad-except  # OOM is a result, not a crash
-        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+        message = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
+          row["error"] = f"OOM: {message}"
+        elif args.fallback_impl and model.la_impl != args.fallback_impl:
+          print(f"  B={batch}: impl={model.la_impl} failed ({message}); rerunning with "
+                f"{args.fallback_impl}", flush=True)
+          row["failed_impl"] = {"impl": model.la_impl, "error": message}
+          model = model.clone(la_impl=args.fallback_impl)
+          row["impl"] = model.la_impl
+          row.update(run_config(model, params, config.vocab_size, batch, length,
+                                args.decode_steps, args.repeats))
+          last_compile = row["compile_s"]
+        else:
           raise
-        row["error"] = f"OOM: {str(e).splitlines()[0][:300]}"
       for kind, key in (("prefill", "prefill_s"), ("decode_step", "decode_step_s")):
         target = TARGETS.get((name, kind, batch))
         if target is not None and key in row:
