@@ -89,6 +89,9 @@ def parse_args(argv=None):
   parser.add_argument("--memory-lengths", default="2000,4000",
                       help="extra prompt lengths compiled (not run) at B=4 for memory vs L "
                       "('' to skip)")
+  parser.add_argument("--memory-after", type=int, default=3,
+                      help="run the --memory-lengths compiles after this many based-360m batch "
+                      "sizes (default 3: after the targets)")
   parser.add_argument("--time-budget-s", type=float, default=float("inf"),
                       help="skip configs that would start after this many seconds")
   parser.add_argument("--smoke", action="store_true",
@@ -275,6 +278,20 @@ def compile_only_bytes(model, params, vocab: int, batch: int, length: int, steps
                                + m.temp_size_in_bytes - m.alias_size_in_bytes)}
 
 
+def memory_vs_length(results, name, model, params, vocab, lengths, steps, start, budget,
+                     last_compile):
+  """Compile-only memory of the B=4 program at shorter prompts (prefill memory vs L)."""
+  for mlen in lengths:
+    if time.perf_counter() - start + last_compile > budget:
+      results["skipped"].append({"memory_len": mlen, "reason": "time budget"})
+      continue
+    entry = {"model": name, "batch": 4, "prompt_len": mlen,
+             **compile_only_bytes(model, params, vocab, 4, mlen, steps)}
+    results["memory_vs_length"].append(entry)
+    print(f"  memory B=4 L={mlen}: program {entry['program_bytes'] / 2**30:.2f} GiB, temps "
+          f"{entry['temp_bytes'] / 2**30:.2f} GiB (compile {entry['compile_s']:.1f} s)", flush=True)
+
+
 def fmt_s(s) -> str:
   if s is None or (isinstance(s, float) and math.isnan(s)):
     return "-"
@@ -351,7 +368,11 @@ def main(argv=None) -> int:
     n_other, n_emb = param_counts(params)
     print(f"{name}: {n_other / 1e6:.1f}M non-embedding + {n_emb / 1e6:.1f}M embedding params",
           flush=True)
-    for batch in order:
+    for done, batch in enumerate(order):
+      if done == args.memory_after and (name == "based-360m" or args.smoke):
+        memory_vs_length(results, name, model, params, config.vocab_size,
+                         [16, 32] if args.smoke else ints(args.memory_lengths), args.decode_steps,
+                         start, args.time_budget_s, last_compile)
       elapsed = time.perf_counter() - start
       if elapsed + last_compile > args.time_budget_s:
         results["skipped"].append({"model": name, "batch": batch, "reason": "time budget"})
@@ -399,17 +420,6 @@ def main(argv=None) -> int:
             f"{(row.get('decode_tokens_per_s') or 0):.0f} tok/s, compile "
             f"{row.get('compile_s', 0):.1f} s, program {(row.get('program_bytes') or 0) / 2**30:.2f}"
             f" GiB {row.get('error', '')}", flush=True)
-    if name == "based-360m" or args.smoke:
-      for mlen in ints(args.memory_lengths) if not args.smoke else [16, 32]:
-        if time.perf_counter() - start + last_compile > args.time_budget_s:
-          results["skipped"].append({"model": name, "memory_len": mlen, "reason": "time budget"})
-          continue
-        entry = {"model": name, "batch": 4, "prompt_len": mlen,
-                 **compile_only_bytes(model, params, config.vocab_size, 4, mlen,
-                                      args.decode_steps)}
-        results["memory_vs_length"].append(entry)
-        print(f"  memory B=4 L={mlen}: program {entry['program_bytes'] / 2**30:.2f} GiB, temps "
-              f"{entry['temp_bytes'] / 2**30:.2f} GiB", flush=True)
     del params
   results["wall_s"] = time.perf_counter() - start
   save(results, out, plot)
