@@ -102,6 +102,21 @@ def _ks_columns(ks_psi):
   return _grouped(cols)
 
 
+def _split_bf16(x):
+  """x f32 -> (hi, lo) bf16 with hi + lo = x to ~16 mantissa bits."""
+  hi = x.astype(jnp.bfloat16)
+  lo = (x - hi.astype(jnp.float32)).astype(jnp.bfloat16)
+  return hi, lo
+
+
+def _kernel_init(s_start, ks_start):
+  """Start states [B, H, S, 192, n], [B, H, S, 192] f32 -> (init operands, their f32 value)."""
+  s_hi, s_lo = _split_bf16(_grouped(s_start))                            # [B*H*S, 3, 64, n]
+  ks_hi, ks_lo = _split_bf16(_ks_columns(ks_start))                      # [B*H*S, 3, 64, 16]
+  as_f32 = lambda hi, lo: hi.astype(jnp.float32) + lo.astype(jnp.float32)
+  return (s_hi, s_lo, ks_hi, ks_lo), (as_f32(s_hi, s_lo), as_f32(ks_hi, ks_lo))
+
+
 @functools.partial(jax.jit, static_argnames=("normalize", "eps", "config", "has_initial_state",
                                              "interpret"))
 def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelConfig,
@@ -137,23 +152,24 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
       incl_ks = jnp.cumsum(seg_ks, axis=2)                               # [B, H, S, 192]
       start_s = s0_block[:, :, None] + incl_s - seg_s                    # [B, H, S, 192, n]
       start_ks = ks0_psi[:, :, None] + incl_ks - seg_ks                  # [B, H, S, 192]
+      init, _ = _kernel_init(start_s, start_ks)
       (out,) = kernel.segment_call(
-          q, k, v, mats, _grouped(start_s).astype(jnp.bfloat16),
-          _ks_columns(start_ks).astype(jnp.bfloat16),
-          col0=col0, ncols=ncols, emit_output=True, emit_state=False, **common)
+          q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=False,
+          **common)
       states.append(incl_s[:, :, -1])                                    # [B, H, 192, n]
       ks_sum = incl_ks[:, :, -1]                                         # [B, H, 192]
     else:
-      init = (None, None)
+      init, init_f32 = None, (0.0, 0.0)
       if has_initial_state:
-        init = (_grouped(s0_block[:, :, None]).astype(jnp.bfloat16),
-                _ks_columns(ks0_psi[:, :, None]).astype(jnp.bfloat16))
-      out, seg_s, seg_ks = kernel.segment_call(
-          q, k, v, mats, *init,
-          col0=col0, ncols=ncols, emit_output=True, emit_state=True, **common)
-      seg_s = seg_s.reshape(batch, heads, features.PSI_DIM, ncols)       # [B, H, 192, n]
-      states.append(seg_s)
-      ks_sum = seg_ks.reshape(batch, heads, features.PSI_DIM, 16)[..., 0]
+        init, init_f32 = _kernel_init(s0_block[:, :, None], ks0_psi[:, :, None])
+      out, end_s, end_ks = kernel.segment_call(
+          q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=True,
+          **common)
+      # The kernel's accumulators started at the (hi + lo) initial state: keep only the sums.
+      seg_s = (end_s - init_f32[0]).reshape(batch, heads, features.PSI_DIM, ncols)
+      seg_ks = (end_ks - init_f32[1]).reshape(batch, heads, features.PSI_DIM, 16)[..., 0]
+      states.append(seg_s)                                               # [B, H, 192, n]
+      ks_sum = seg_ks                                                    # [B, H, 192]
     outs.append(out)
 
   out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)  # [B, Lp, H, Dv]

@@ -3,15 +3,16 @@
 One thread block (one warpgroup) owns one (head, segment, batch) and one block of value columns
 `[col0, col0 + ncols)`. It walks its segment in 64-token chunks through a TMA pipeline and keeps
 the running state `S [192, ncols]` and `KS [192, 16]` (all 16 columns equal the key sum) as fp32
-wgmma accumulators in registers, in the symmetric feature layout `psi` of `features.py`.
+wgmma accumulators in registers, in the symmetric feature layout `psi_k` of `features.py`.
 
 Per chunk, with Q, K [64, 16] and V [64, ncols] in shared memory:
-  1. psi(Q) [64, 192] is built on the tensor cores: two exact 0/1 products X @ M and one
-     elementwise multiply per 64-feature group (`_build_features`), stored to SMEM as bf16.
+  1. psi_q(Q) [64, 192] is built on the tensor cores: exact products X @ M with 0 / power-of-two
+     matrices and one elementwise multiply per 64-feature group (`_build_features`), stored to
+     SMEM as bf16.
   2. o = psi(Q) @ bf16(S) + P @ V,  den = psi(Q) @ bf16(KS) + P @ 1,  with the intra-chunk
      P = causal_mask(1 + s + s^2 / 2), s = Q K^T / 4, rounded to bf16 and staged in SMEM (the
      CPU interpreter accepts only SMEM A operands).
-  3. psi(K) replaces psi(Q) in SMEM; S += psi(K)^T @ V, KS += psi(K)^T @ 1 (transposed operand).
+  3. psi_k(K) replaces psi_q(Q) in SMEM; S += psi(K)^T @ V, KS += psi(K)^T @ 1 (transposed operand).
   4. bf16 copies of S and KS go to SMEM for the next chunk; o (or o / (den + eps)) goes out by TMA.
 
 All wgmma operands use a 32-byte swizzle with (8, 16) tiles, which every operand here fits
@@ -51,21 +52,35 @@ def _mm(a, b, shape):
   return pl.run_scoped(body, plgpu.ACC(shape, jnp.float32))
 
 
-def _build_features(x_smem, mats_smem, phi_smem):
-  """psi(X) for a [64, 16] bf16 tile into phi_smem [3, 64, 64] bf16 (see features.py)."""
+def _mm2(x_smem, mats_smem, i, j):
+  """(X @ M[i], X @ M[j]) as fp32 [64, 64] arrays: two wgmmas, one wait."""
+
+  def body(acc_i, acc_j):
+    plgpu.wgmma(acc_i, x_smem, mats_smem.at[i])
+    plgpu.wgmma(acc_j, x_smem, mats_smem.at[j])
+    return acc_i[...], acc_j[...]
+
+  shape = plgpu.ACC((CHUNK, 64), jnp.float32)
+  return pl.run_scoped(body, shape, plgpu.ACC((CHUNK, 64), jnp.float32))
+
+
+def _build_features(x_smem, mats_smem, phi_smem, side: str):
+  """psi_q(X) or psi_k(X) for a [64, 16] bf16 tile into phi_smem [3, 64, 64] bf16.
+
+  Exact fp32 products with the 0 / power-of-two matrices of features.build_matrices(), then one
+  rounding to bf16 (see features.py).
+  """
+  shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K
+  right2 = features.MAT_RIGHT2_Q if side == "q" else features.MAT_RIGHT2_K
+  tiled_x, shifted = _mm2(x_smem, mats_smem, features.MAT_TILE, shift0)   # [64, 64] each
+  phi_smem[0] = (tiled_x * shifted).astype(jnp.bfloat16)
+  shifted = _mm(x_smem, mats_smem.at[features.MAT_SHIFT1], (CHUNK, 64))   # [64, 64]
+  phi_smem[1] = (tiled_x * shifted).astype(jnp.bfloat16)
+  left, right = _mm2(x_smem, mats_smem, features.MAT_LEFT2, right2)      # [64, 64] each
   col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, 64), 1, layout=_WGMMA)  # [64, 64]
-  tiled_x = _mm(x_smem, mats_smem.at[0], (CHUNK, 64))                     # [64, 64] x_{j%16}
-  for g in range(2):
-    shifted = _mm(x_smem, mats_smem.at[1 + g], (CHUNK, 64))              # [64, 64] x_{j%16+d}
-    if g == 0:
-      scale = jnp.where(col < _F, features.QUAD_SCALE, features.PAIR_SCALE)
-    else:
-      scale = features.PAIR_SCALE
-    phi_smem[g] = (tiled_x * shifted * scale).astype(jnp.bfloat16)
-  left = _mm(x_smem, mats_smem.at[3], (CHUNK, 64)) + jnp.where(col >= _F, 1.0, 0.0)
-  right = _mm(x_smem, mats_smem.at[4], (CHUNK, 64)) + jnp.where(col == 2 * _F, 1.0, 0.0)
-  scale = jnp.where(col < _F, features.QUAD_SCALE, 1.0)
-  phi_smem[2] = (left * right * scale).astype(jnp.bfloat16)
+  left = left + jnp.where(col >= _F, 1.0, 0.0)
+  right = right + jnp.where(col == 2 * _F, 1.0, 0.0)
+  phi_smem[2] = (left * right).astype(jnp.bfloat16)
   plgpu.commit_smem()
 
 
@@ -78,19 +93,20 @@ def _taylor_scores(q_smem, k_smem):
   return jnp.where(row >= col, taylor, 0.0).astype(jnp.bfloat16)
 
 
-def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: int,
-                 ncols: int, normalize: bool, eps: float, emit_output: bool,
-                 emit_state: bool, max_concurrent_steps: int, interpret=None):
+def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
+                 normalize: bool, eps: float, emit_output: bool, emit_state: bool,
+                 max_concurrent_steps: int, interpret=None):
   """Runs the kernel over all (head, segment, batch) blocks for value columns [col0, col0+ncols).
 
   q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
-  mats: [5, 16, 64] bf16 (features.build_matrices()).
-  s0: [B * H * num_segments, 3, 64, ncols] bf16 and ks0: [B * H * num_segments, 3, 64, 16] bf16
-    (block (b, h, seg) at row (b * H + h) * num_segments + seg),
-    the state each segment starts from (psi layout, ks0 broadcast over its 16 columns), or None
-    for zeros. It enters only the outputs (as psi(Q) @ s0); it is not added to the state.
+  mats: [7, 16, 64] bf16 (features.build_matrices()).
+  init: None (start from zeros) or (s_hi, s_lo, ks_hi, ks_lo), the state each segment starts
+    from in psi_k layout split into two bf16 parts (hi + lo carries ~16 mantissa bits):
+    s_*: [B * H * num_segments, 3, 64, ncols], ks_*: [B * H * num_segments, 3, 64, 16] (the key
+    sum repeated over 16 columns); block (b, h, seg) is row (b * H + h) * num_segments + seg.
+    The accumulators start at hi + lo (added on the tensor cores as I @ hi + I @ lo).
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
-  segment's own state sums (without s0) s [B * H * nseg, 3, 64, ncols] and
+  accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal). (TMA takes at most 5 strided
   dimensions, so states are addressed by one flat block index.)
   """
@@ -101,7 +117,8 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
     raise ValueError(
         f"segment_call: q length {length} must be num_segments ({num_segments}) x a positive "
         f"multiple of {CHUNK}")
-  load_init = s0 is not None
+  load_init = init is not None
+  need_ks = normalize or emit_state      # key sums feed the denominator and the final state
   state_shape = (batch * heads * num_segments, _G, CHUNK)
   out_type = []
   if emit_output:
@@ -114,89 +131,111 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
     refs = list(refs)
     q_ref, k_ref, v_ref, mats_ref = refs[:4]
     del refs[:4]
-    s0_ref = ks0_ref = None
+    init_refs = None
     if load_init:
-      s0_ref, ks0_ref = refs[:2]
-      del refs[:2]
+      init_refs = refs[:4]
+      del refs[:4]
     o_ref = s_ref = ks_ref = None
     if emit_output:
       o_ref = refs.pop(0)
     if emit_state:
       s_ref, ks_ref = refs[:2]
       del refs[:2]
-    (mats_smem, phi_smem, p_smem, sb_smem, ksb_smem, ones_smem, s0_smem, ks0_smem, o_smem,
-     barriers) = refs
+    (mats_smem, phi_smem, p_smem, sb_smem, ksb_smem, ones_smem, o_smem, barriers) = refs
 
     h = lax.axis_index("h")
     seg = lax.axis_index("seg")
     b = lax.axis_index("b")
-
     block = (b * heads + h) * num_segments + seg
+
     plgpu.copy_gmem_to_smem(mats_ref, mats_smem, barriers.at[0])
-    if load_init:
-      for g in range(_G):
-        plgpu.copy_gmem_to_smem(s0_ref.at[block, g], s0_smem.at[g], barriers.at[1 + g])
-        plgpu.copy_gmem_to_smem(ks0_ref.at[block, g], ks0_smem.at[g], barriers.at[1 + _G + g])
     ones_smem[...] = jnp.ones((CHUNK, _ONES_COLS), jnp.bfloat16)
-    if emit_output:
-      for g in range(_G):
-        sb_smem[g] = jnp.zeros((CHUNK, ncols), jnp.bfloat16)
-        ksb_smem[g] = jnp.zeros((CHUNK, _ONES_COLS), jnp.bfloat16)
+    if load_init:
+      row = plgpu.broadcasted_iota(jnp.int32, (CHUNK, CHUNK), 0, layout=_WGMMA)
+      col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, CHUNK), 1, layout=_WGMMA)
+      p_smem[...] = jnp.where(row == col, 1.0, 0.0).astype(jnp.bfloat16)   # identity
     plgpu.commit_smem()
     plgpu.barrier_wait(barriers.at[0])
-    if load_init:
-      for i in range(1, 1 + 2 * _G):
-        plgpu.barrier_wait(barriers.at[i])
 
-    def step(idx, *refs):
-      refs = list(refs)
-      s_accs, ks_accs = refs.pop()
-      if emit_output:
-        q_smem, k_smem, v_smem = refs
-        _build_features(q_smem, mats_smem, phi_smem)
-        p_smem[...] = _taylor_scores(q_smem, k_smem)
-        plgpu.commit_smem()
+    def run(*accs):
+      s_accs, ks_accs = accs[:_G], accs[_G:]     # ks_accs is () when key sums are not needed
+      if load_init:
+        pl.run_scoped(
+            functools.partial(_load_initial_state, init_refs, block, s_accs, ks_accs, p_smem,
+                              barriers),
+            plgpu.SMEM((CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),
+            plgpu.SMEM((CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),
+            plgpu.SMEM((CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),
+            plgpu.SMEM((CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()))
 
-        def outputs(o_acc, den_acc):
-          for g in range(_G):
-            if load_init:
-              plgpu.wgmma(o_acc, phi_smem.at[g], s0_smem.at[g])
-              plgpu.wgmma(den_acc, phi_smem.at[g], ks0_smem.at[g])
-            plgpu.wgmma(o_acc, phi_smem.at[g], sb_smem.at[g])
-            plgpu.wgmma(den_acc, phi_smem.at[g], ksb_smem.at[g])
-          plgpu.wgmma(o_acc, p_smem, v_smem)
-          plgpu.wgmma(den_acc, p_smem, ones_smem)
-          return o_acc[...], den_acc[...]
-
-        out, den = pl.run_scoped(
-            outputs,
-            plgpu.ACC((CHUNK, ncols), jnp.float32),
-            plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32))            # [64, ncols], [64, 16]
-        if normalize:
-          den_row = den.max(axis=1) + eps                             # [64] (columns are equal)
-          out = out / lax.broadcast_in_dim(den_row, out.shape, [0])
-        # Output tiles leave through our own double buffer: the pipeline's predicated output
-        # copies are not supported by the CPU interpreter.
-        slot = lax.rem(idx[0], 2)
-        plgpu.wait_smem_to_gmem(1, wait_read_only=True)
-        o_smem[slot] = out.astype(jnp.bfloat16)
-        plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(o_smem.at[slot], o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])
-      else:
-        k_smem, v_smem = refs
-
-      _build_features(k_smem, mats_smem, phi_smem)
-      for g in range(_G):
-        plgpu.wgmma(s_accs[g], phi_smem.at[g].T, v_smem)
-        plgpu.wgmma(ks_accs[g], phi_smem.at[g].T, ones_smem)
-      if emit_output:
+      def store_bf16_state(s_accs, ks_accs):
         for g in range(_G):
           sb_smem[g] = s_accs[g][...].astype(jnp.bfloat16)
-          ksb_smem[g] = ks_accs[g][...].astype(jnp.bfloat16)
+          if need_ks:
+            ksb_smem[g] = ks_accs[g][...].astype(jnp.bfloat16)
         plgpu.commit_smem()
-      else:
-        plgpu.wgmma_wait(0)
-      return s_accs, ks_accs
+
+      if emit_output:
+        store_bf16_state(s_accs, ks_accs)
+
+      def step(idx, *refs):
+        # The accumulators travel as the pipeline carry (Mosaic GPU threads them through the loop).
+        *refs, (s_accs, ks_accs) = refs
+        if emit_output:
+          q_smem, k_smem, v_smem = refs
+          _build_features(q_smem, mats_smem, phi_smem, "q")
+          p_smem[...] = _taylor_scores(q_smem, k_smem)
+          plgpu.commit_smem()
+
+          def outputs(o_acc, den_acc=None):
+            for g in range(_G):
+              plgpu.wgmma(o_acc, phi_smem.at[g], sb_smem.at[g])
+              if normalize:
+                plgpu.wgmma(den_acc, phi_smem.at[g], ksb_smem.at[g])
+            plgpu.wgmma(o_acc, p_smem, v_smem)
+            if normalize:
+              plgpu.wgmma(den_acc, p_smem, ones_smem)
+              return o_acc[...], den_acc[...]
+            return o_acc[...]
+
+          accs = [plgpu.ACC((CHUNK, ncols), jnp.float32)]
+          if normalize:
+            accs.append(plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32))
+          out = pl.run_scoped(outputs, *accs)                          # [64, ncols]
+          if normalize:
+            out, den = out                                             # den [64, 16]
+            den_row = den.max(axis=1) + eps                            # [64] (columns equal)
+            out = out / lax.broadcast_in_dim(den_row, out.shape, [0])
+          # The output tile leaves through our own buffer: the pipeline's predicated output
+          # copies are not supported by the CPU interpreter.
+          plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+          o_smem[...] = out.astype(jnp.bfloat16)
+          plgpu.commit_smem()
+          plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])
+        else:
+          k_smem, v_smem = refs
+
+        _build_features(k_smem, mats_smem, phi_smem, "k")
+        for g in range(_G):
+          plgpu.wgmma(s_accs[g], phi_smem.at[g].T, v_smem)
+          if need_ks:
+            plgpu.wgmma(ks_accs[g], phi_smem.at[g].T, ones_smem)
+        if emit_output:
+          store_bf16_state(s_accs, ks_accs)
+        else:
+          plgpu.wgmma_wait(0)
+        return s_accs, ks_accs
+
+      pipeline = plgpu.emit_pipeline(
+          step, grid=(seg_chunks,), in_specs=in_specs,
+          max_concurrent_steps=max_concurrent_steps, init_carry=(s_accs, ks_accs))
+      s_accs, ks_accs = pipeline(*in_refs)
+      plgpu.wait_smem_to_gmem(0)
+      if emit_state:
+        pl.run_scoped(
+            functools.partial(_store_state, s_accs, ks_accs, s_ref.at[block], ks_ref.at[block]),
+            plgpu.SMEM((CHUNK, ncols), jnp.float32),
+            plgpu.SMEM((CHUNK, _ONES_COLS), jnp.float32))
 
     rows = pl.ds(seg * seg_len, seg_len)
     feat_spec = plgpu.BlockSpec((CHUNK, _F), lambda i: (i, 0), transforms=_tiled())
@@ -209,37 +248,20 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
       in_specs.insert(0, feat_spec)
       o_gmem = o_ref.at[b, rows, h]                                   # [seg_len, ncols]
 
-    def run(*accs):
-      s_accs, ks_accs = accs[:_G], accs[_G:]
-      pipeline = plgpu.emit_pipeline(
-          step, grid=(seg_chunks,), in_specs=in_specs,
-          max_concurrent_steps=max_concurrent_steps, init_carry=(s_accs, ks_accs))
-      s_accs, ks_accs = pipeline(*in_refs)
-      plgpu.wait_smem_to_gmem(0)
-      if emit_state:
-        pl.run_scoped(
-            functools.partial(_store_state, s_accs, ks_accs, s_ref.at[block],
-                              ks_ref.at[block]),
-            plgpu.SMEM((_G, CHUNK, ncols), jnp.float32),
-            plgpu.SMEM((_G, CHUNK, _ONES_COLS), jnp.float32))
-
     pl.run_scoped(
         run,
         *[plgpu.ACC((CHUNK, ncols), jnp.float32) for _ in range(_G)],
-        *[plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32) for _ in range(_G)])
+        *[plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32) for _ in range(_G if need_ks else 0)])
 
-  init_shape = lambda n: (_G, CHUNK, n) if load_init else (8, 16)
   scratch = (
-      plgpu.SMEM((5, _F, 64), jnp.bfloat16, transforms=_tiled()),          # feature matrices
+      plgpu.SMEM((features.NUM_MATS, _F, 64), jnp.bfloat16, transforms=_tiled()),  # matrices
       plgpu.SMEM((_G, CHUNK, 64), jnp.bfloat16, transforms=_tiled()),      # psi(Q) / psi(K)
       plgpu.SMEM((CHUNK, CHUNK), jnp.bfloat16, transforms=_tiled()),       # intra-chunk P
       plgpu.SMEM((_G, CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),   # bf16(S)
       plgpu.SMEM((_G, CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # bf16(KS)
       plgpu.SMEM((CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # all ones
-      plgpu.SMEM(init_shape(ncols), jnp.bfloat16, transforms=_tiled()),    # bf16(s0)
-      plgpu.SMEM(init_shape(_ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # bf16(ks0)
-      plgpu.SMEM((2, CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),   # output double buffer
-      plgpu.Barrier(num_barriers=1 + 2 * _G),
+      plgpu.SMEM((CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),       # output tile
+      plgpu.Barrier(num_barriers=5),
   )
   call = plgpu.kernel(
       body,
@@ -252,17 +274,35 @@ def segment_call(q, k, v, mats, s0=None, ks0=None, *, num_segments: int, col0: i
   )
   args = [q, k, v, mats]
   if load_init:
-    args += [s0, ks0]
+    args += list(init)
   return call(*args)
 
 
-def _store_state(s_accs, ks_accs, s_gmem, ks_gmem, stage_s, stage_ks):
-  """Copies the fp32 state accumulators to GMEM [3, 64, n] through SMEM staging."""
+def _load_initial_state(init_refs, block, s_accs, ks_accs, identity_smem, barriers,
+                        s_hi, s_lo, ks_hi, ks_lo):
+  """Adds I @ hi + I @ lo of each group's initial state into the zeroed accumulators."""
+  num = 4 if ks_accs else 2       # key sums are skipped when nothing needs them
+  stages = (s_hi, s_lo, ks_hi, ks_lo)[:num]
   for g in range(_G):
-    stage_s[g] = s_accs[g][...]
-    stage_ks[g] = ks_accs[g][...]
-  plgpu.commit_smem()
-  for g in range(_G):   # one TMA per group keeps each copy within 5 strided dimensions
-    plgpu.copy_smem_to_gmem(stage_s.at[g], s_gmem.at[g])
-    plgpu.copy_smem_to_gmem(stage_ks.at[g], ks_gmem.at[g])
+    for i, (src, dst) in enumerate(zip(init_refs[:num], stages)):
+      plgpu.copy_gmem_to_smem(src.at[block, g], dst, barriers.at[1 + i])
+    for i in range(num):
+      plgpu.barrier_wait(barriers.at[1 + i])
+    plgpu.wgmma(s_accs[g], identity_smem, s_hi)
+    plgpu.wgmma(s_accs[g], identity_smem, s_lo)
+    if ks_accs:
+      plgpu.wgmma(ks_accs[g], identity_smem, ks_hi)
+      plgpu.wgmma(ks_accs[g], identity_smem, ks_lo)
+    plgpu.wgmma_wait(0)      # the stages are overwritten by the next group's copies
+
+
+def _store_state(s_accs, ks_accs, s_gmem, ks_gmem, stage_s, stage_ks):
+  """Copies the fp32 state accumulators to GMEM [3, 64, n], one group at a time."""
+  for g in range(_G):
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+    stage_s[...] = s_accs[g][...]
+    stage_ks[...] = ks_accs[g][...]
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(stage_s, s_gmem.at[g])
+    plgpu.copy_smem_to_gmem(stage_ks, ks_gmem.at[g])
   plgpu.wait_smem_to_gmem(0)
