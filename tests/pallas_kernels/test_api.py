@@ -1,0 +1,111 @@
+"""Argument checks, availability, planning and the custom_vjp wiring of pallas_kernels (CPU)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+import pallas_kernels
+from based_jax.ops.chunked import chunked_linear_attention
+from based_jax.ops.state import LinearAttentionState
+from pallas_kernels.based_attention import KernelConfig, api
+
+
+def _arrays(b=1, length=64, h=2, dv=64, dtype=jnp.bfloat16):
+  rng = np.random.default_rng()
+  q = jnp.asarray(rng.standard_normal((b, length, h, 16)) * 0.5, dtype)
+  k = jnp.asarray(rng.standard_normal((b, length, h, 16)) * 0.5, dtype)
+  v = jnp.asarray(rng.standard_normal((b, length, h, dv)), dtype)
+  return q, k, v
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda q, k, v: (q.astype(jnp.float32), k.astype(jnp.float32), v), "bfloat16 q"),
+    (lambda q, k, v: (q, k, v.astype(jnp.float16)), "bfloat16 v"),
+    (lambda q, k, v: (q, k, v[..., :40]), "Dv"),
+    (lambda q, k, v: (q[..., :8], k[..., :8], v), "feature dim 16"),
+    (lambda q, k, v: (q, k[:, :32], v), "k must have the shape of q"),
+    (lambda q, k, v: (q[0], k, v), "q must have rank 4"),
+])
+def test_bad_arguments_raise_value_error_naming_them(mutate, match):
+  q, k, v = mutate(*_arrays())
+  with pytest.raises(ValueError, match=match):
+    pallas_kernels.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None)
+
+
+def test_bad_state_and_scalars_raise():
+  q, k, v = _arrays(b=2, h=3)
+  bad = LinearAttentionState(jnp.zeros((2, 3, 273, 32)), jnp.zeros((2, 3, 273)))
+  with pytest.raises(ValueError, match="initial_state.kv"):
+    pallas_kernels.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=bad)
+  with pytest.raises(ValueError, match="eps"):
+    pallas_kernels.linear_attention(q, k, v, normalize=True, eps=-1.0, initial_state=None)
+  with pytest.raises(ValueError, match="normalize"):
+    pallas_kernels.linear_attention(q, k, v, normalize=1, eps=1e-6, initial_state=None)
+
+
+def test_unavailable_reason_names_the_problem():
+  q, k, v = _arrays()
+  assert "bfloat16" in pallas_kernels.unavailable_reason(q.astype(jnp.float32), k, v)
+  assert "Dv" in pallas_kernels.unavailable_reason(q, k, v[..., :40])
+  reason = pallas_kernels.unavailable_reason(q, k, v)
+  if jax.default_backend() == "cpu":
+    assert reason is not None and "GPU" in reason
+
+
+@pytest.mark.parametrize("batch,heads,chunks", [(1, 16, 128), (16, 16, 128), (1, 1, 7),
+                                                 (3, 5, 2048), (1, 16, 1), (256, 16, 128)])
+def test_plan_segments(batch, heads, chunks):
+  config = KernelConfig()
+  nseg = api.plan_segments(batch, heads, chunks, config)
+  assert chunks % nseg == 0
+  assert nseg == 1 or chunks // nseg >= config.min_segment_chunks
+  if batch * heads >= config.target_blocks:
+    assert nseg == 1
+  want = -(-config.target_blocks // (batch * heads))
+  if chunks // config.min_segment_chunks >= want and (chunks & (chunks - 1)) == 0:
+    assert batch * heads * nseg >= config.target_blocks
+
+
+@pytest.mark.parametrize("dv", [16, 64, 112, 128, 192, 256])
+def test_value_blocks_cover_dv(dv):
+  blocks = api.value_blocks(dv, KernelConfig())
+  assert blocks[0][0] == 0 and sum(w for _, w in blocks) == dv
+  assert all(w % 16 == 0 and w <= 64 for _, w in blocks)
+  assert all(a + w == b for (a, w), (b, _) in zip(blocks, blocks[1:]))
+
+
+def test_config_rejects_bad_values():
+  with pytest.raises(ValueError, match="max_value_block"):
+    KernelConfig(max_value_block=40)
+  with pytest.raises(ValueError, match="max_concurrent_steps"):
+    KernelConfig(max_concurrent_steps=0)
+
+
+def test_grad_flows_through_custom_vjp():
+  """Gradients w.r.t. q, k, v and the initial state equal those of the XLA chunked path."""
+  rng = np.random.default_rng()
+  q, k, v = _arrays(b=1, length=70, h=1, dv=64)
+  kv0 = jnp.asarray(rng.standard_normal((1, 1, 273, 64)) * 0.1, jnp.float32)
+  ks0 = jnp.asarray(rng.random((1, 1, 273)) + 1.0, jnp.float32)
+  w = jnp.asarray(rng.standard_normal((1, 70, 1, 64)), jnp.float32)
+  wk = jnp.asarray(rng.standard_normal((1, 1, 273, 64)), jnp.float32)
+
+  def loss(fn, q, k, v, kv0, ks0):
+    out, state = fn(q, k, v, LinearAttentionState(kv0, ks0))
+    return jnp.sum(out.astype(jnp.float32) * w) + jnp.sum(state.kv * wk) + jnp.sum(state.k_state)
+
+  pallas = lambda q, k, v, s: api.linear_attention(
+      q, k, v, normalize=True, eps=1e-6, initial_state=s, interpret=plgpu.InterpretGPUParams())
+  xla = lambda q, k, v, s: chunked_linear_attention(q, k, v, normalize=True, eps=1e-6,
+                                                    initial_state=s)
+  args = (q, k, v, kv0, ks0)
+  got = jax.grad(lambda *a: loss(pallas, *a), argnums=(0, 1, 2, 3, 4))(*args)
+  want = jax.grad(lambda *a: loss(xla, *a), argnums=(0, 1, 2, 3, 4))(*args)
+  for name, g, r in zip(("q", "k", "v", "kv0", "ks0"), got, want):
+    g, r = np.asarray(g, np.float64), np.asarray(r, np.float64)
+    assert g.shape == r.shape, name
+    assert np.all(np.isfinite(g)), name
+    assert np.linalg.norm(g - r) <= 1e-6 * np.linalg.norm(r) + 1e-12, name
+    assert np.linalg.norm(r) > 0, name

@@ -1,0 +1,102 @@
+"""The Pallas kernel on the CPU, through the Mosaic GPU interpreter, against a float64 oracle.
+
+What the interpreter (jax 0.11.2, `plgpu.InterpretGPUParams`) covers here: TMA copies between
+GMEM and SMEM with mbarriers, `plgpu.emit_pipeline` input pipelining, wgmma with SMEM operands
+(including the transposed psi_k(K)^T operand) into zero-initialised accumulators, accumulator
+reads, register math and SMEM stores, with uninitialised memory filled with NaN (so unwritten
+outputs show up). The kernel is written within that subset (the P operand goes through SMEM, the
+initial state enters via I @ hi + I @ lo, the output tiles leave by explicit TMA stores).
+
+What it cannot cover, and is left to the gpu-marked tests (test_gpu.py) on an H200: the real
+Mosaic lowering and ptxas (tiling/swizzle layouts, register allocation and spills, SMEM limits;
+the CUDA *lowering* alone is checked on the CPU below), asynchronous wgmma and TMA timing
+(`wgmma_wait` is a no-op in the interpreter), and anything at realistic sizes.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from based_jax.ops.state import LinearAttentionState
+from pallas_kernels.based_attention import KernelConfig, api
+from tests.pallas_kernels.numpy_reference import linear_attention_f64, rel_err
+
+TOL = 1e-2
+
+
+def _inputs(rng, b, length, h, dv):
+  q = jnp.asarray(rng.standard_normal((b, length, h, 16)) * 0.5, jnp.bfloat16)
+  k = jnp.asarray(rng.standard_normal((b, length, h, 16)) * 0.5, jnp.bfloat16)
+  v = jnp.asarray(rng.standard_normal((b, length, h, dv)), jnp.bfloat16)
+  return q, k, v
+
+
+def _prefill_state(rng, b, h, dv, length=37):
+  """A realistic initial state: the sums of an earlier random prefill (float64)."""
+  k = rng.standard_normal((b, length, h, 16)) * 0.5
+  v = rng.standard_normal((b, length, h, dv))
+  _, kv, ks = linear_attention_f64(k, k, v, normalize=False, eps=0.0)
+  return kv, ks
+
+
+def _check_rows(out, ref):
+  """Every output row written and accurate: worst per-token relative error."""
+  out = np.asarray(out, np.float64)
+  assert np.all(np.isfinite(out)), "kernel left NaN (unwritten) output rows"
+  err = np.linalg.norm(out - ref, axis=-1) / (np.linalg.norm(ref, axis=-1) + 1e-30)
+  assert float(err.max()) <= 3 * TOL, f"worst row error {err.max():.3g}"
+
+
+CASES = [
+    # b, length, h, dv, normalize, with_state, min_segment_chunks
+    (1, 1, 1, 64, True, False, 4),       # one token: 63 padded rows
+    (1, 100, 2, 64, True, False, 4),     # odd length, one segment
+    (2, 130, 1, 64, False, True, 1),     # odd length, 3 segments, initial state
+    (1, 256, 1, 112, True, True, 1),     # Dv = 112 (64 + 48 column blocks), 4 segments
+]
+
+
+@pytest.mark.parametrize("b,length,h,dv,normalize,with_state,min_seg", CASES)
+def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_state, min_seg):
+  rng = np.random.default_rng()
+  q, k, v = _inputs(rng, b, length, h, dv)
+  kv0 = ks0 = state = None
+  if with_state:
+    kv0, ks0 = _prefill_state(rng, b, h, dv)
+    state = LinearAttentionState(jnp.asarray(kv0, jnp.float32), jnp.asarray(ks0, jnp.float32))
+  config = KernelConfig(min_segment_chunks=min_seg)
+  try:
+    out, final = api.linear_attention(q, k, v, normalize=normalize, eps=1e-6,
+                                      initial_state=state, config=config,
+                                      interpret=plgpu.InterpretGPUParams())
+  except Exception:
+    # The interpreter keeps global state that must be reset after a failure.
+    from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call  # pylint: disable=g-import-not-at-top
+    interpret_pallas_call.reset_gpu_interpret_mode_state()
+    raise
+  ref_out, ref_kv, ref_ks = linear_attention_f64(q, k, v, normalize=normalize, eps=1e-6,
+                                                 kv0=kv0, ks0=ks0)
+  assert out.shape == (b, length, h, dv) and out.dtype == jnp.bfloat16
+  assert final.kv.shape == (b, h, 273, dv) and final.kv.dtype == jnp.float32
+  assert final.k_state.shape == (b, h, 273) and final.k_state.dtype == jnp.float32
+  assert rel_err(out, ref_out) <= TOL
+  _check_rows(out, ref_out)
+  assert rel_err(final.kv, ref_kv) <= TOL
+  assert rel_err(final.k_state, ref_ks) <= TOL
+
+
+@pytest.mark.parametrize("normalize,with_state", [(True, True), (False, False)])
+def test_kernel_lowers_for_cuda(normalize, with_state):
+  """The Mosaic GPU lowering (TMA dims, layouts, wgmma shapes) runs on the CPU, no GPU needed."""
+  b, length, h = 1, 8192, 16
+  spec = lambda *s: jax.ShapeDtypeStruct(s, jnp.bfloat16)
+  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  for dv in (64, 112):
+    fn = jax.jit(lambda q, k, v, kv, ks: api.forward(
+        q, k, v, kv, ks, normalize=normalize, eps=1e-6, config=KernelConfig(),
+        has_initial_state=with_state))
+    lowered = fn.trace(spec(b, length, h, 16), spec(b, length, h, 16), spec(b, length, h, dv),
+                       f32(b, h, 273, dv), f32(b, h, 273)).lower(lowering_platforms=("cuda",))
+    assert "mosaic_gpu" in lowered.as_text()
