@@ -82,7 +82,6 @@ template <int MT, int GV>
 struct Cfg {
   static constexpr int kWarps = 2 * MT;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kMaxRegs = (65536 / kThreads) / 8 * 8 > 255 ? 255 : (65536 / kThreads) / 8 * 8;
   static constexpr int kRows = 16 * MT;          // rows of S^T (value columns + ones + padding)
   static constexpr int kVStride = kRows + 8;      // bf16 per V smem row
   static constexpr int kOStride = kRows + 4;      // f32 per O smem row
@@ -183,7 +182,7 @@ __device__ __forceinline__ void warp_chunk(float (&st)[kAccTiles][4], float (&o)
   const int g = lane >> 2, c = lane & 3, l8 = lane & 7, mi = lane >> 3;
   if constexpr (kOut) {
     // ---- inter-chunk: O^T += S^T (old state, bf16) . phi(Q)^T
-    uint32_t qr[8][2];
+    uint32_t qr[8][2];  // q fragments in the B layout (k = feature b, n = token)
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
       uint32_t r[4];
@@ -195,8 +194,7 @@ __device__ __forceinline__ void warp_chunk(float (&st)[kAccTiles][4], float (&o)
     }
 #pragma unroll
     for (int la = 0; la < kHalfTiles; ++la) {
-      constexpr int kA0 = FH * kHalfTiles;
-      const int a = kA0 + la;
+      const int a = FH * kHalfTiles + la;
       uint32_t af[4] = {pack_bf16(st[2 * la][0], st[2 * la][1]), pack_bf16(st[2 * la][2], st[2 * la][3]),
                         pack_bf16(st[2 * la + 1][0], st[2 * la + 1][1]),
                         pack_bf16(st[2 * la + 1][2], st[2 * la + 1][3])};
@@ -259,7 +257,7 @@ __device__ __forceinline__ void warp_chunk(float (&st)[kAccTiles][4], float (&o)
 
 // ---------------------------------------------------------------------------------------------------------
 template <int MT, int GV, bool kOut>
-__global__ void __launch_bounds__(Cfg<MT, GV>::kThreads) __maxnreg__((Cfg<MT, GV>::kMaxRegs)) based_kernel(const Params p) {
+__global__ void __launch_bounds__(Cfg<MT, GV>::kThreads, 1) based_kernel(const Params p) {
   using C = Cfg<MT, GV>;
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem + C::kOffQ);
@@ -503,7 +501,7 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
   p.scratch = nullptr;
   if (p.NS > 1) {
     const size_t bytes = size_t(base) * (p.NS - 1) * C::kStateFloats * sizeof(float);
-    auto mem = scratch.Allocate(bytes, 256);
+    auto mem = scratch.Allocate(bytes, 16);  // XLA caps the alignment argument at 16
     if (!mem.has_value()) {
       return ffi::Error::Internal("based_attention: could not allocate " + std::to_string(bytes) +
                                   " bytes of scratch");
