@@ -70,9 +70,11 @@ def _check_kernel_args(q, k, v, normalize, eps, initial_state):
   if reason is not None:
     raise ValueError(f"pallas_kernels.linear_attention: {reason}")
   if not isinstance(normalize, bool):
-    raise ValueError(f"pallas_kernels.linear_attention: normalize must be a bool; got {normalize!r}")
+    raise ValueError(
+        f"pallas_kernels.linear_attention: normalize must be a bool; got {normalize!r}")
   if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
-    raise ValueError(f"pallas_kernels.linear_attention: eps must be a finite float >= 0; got {eps!r}")
+    raise ValueError(
+        f"pallas_kernels.linear_attention: eps must be a finite float >= 0; got {eps!r}")
 
 
 def _to_psi(kv, ks):

@@ -24,13 +24,16 @@ def linear_attention_f64(q, k, v, *, normalize: bool, eps: float, kv0=None, ks0=
     pq = phi_numpy(q[:, sl])                                   # [B, C, H, 273]
     pk = phi_numpy(k[:, sl])                                   # [B, C, H, 273]
     c = pq.shape[1]
-    scores = np.einsum("bihe,bjhe->bhij", pq, pk) * np.tril(np.ones((c, c)))  # [B, H, C, C]
-    num = np.einsum("bhij,bjhd->bihd", scores, v[:, sl]) + np.einsum("bihe,bhed->bihd", pq, kv)
+    scores = np.einsum("bihe,bjhe->bhij", pq, pk, optimize=True)     # [B, H, C, C]
+    scores = scores * np.tril(np.ones((c, c)))
+    num = (np.einsum("bhij,bjhd->bihd", scores, v[:, sl], optimize=True)
+           + np.einsum("bihe,bhed->bihd", pq, kv, optimize=True))      # [B, C, H, Dv]
     if normalize:
-      den = scores.sum(-1).transpose(0, 2, 1) + np.einsum("bihe,bhe->bih", pq, ks)  # [B, C, H]
+      den = (scores.sum(-1).transpose(0, 2, 1)
+             + np.einsum("bihe,bhe->bih", pq, ks, optimize=True))     # [B, C, H]
       num = num / (den[..., None] + eps)
     out[:, sl] = num
-    kv = kv + np.einsum("bjhe,bjhd->bhed", pk, v[:, sl])      # [B, H, 273, Dv]
+    kv = kv + np.einsum("bjhe,bjhd->bhed", pk, v[:, sl], optimize=True)      # [B, H, 273, Dv]
     ks = ks + pk.sum(1)                                        # [B, H, 273]
   return out, kv, ks
 

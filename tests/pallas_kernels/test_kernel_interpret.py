@@ -73,7 +73,7 @@ def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_st
                                       interpret=plgpu.InterpretGPUParams())
   except Exception:
     # The interpreter keeps global state that must be reset after a failure.
-    from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call  # pylint: disable=g-import-not-at-top
+    from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call  # pylint: disable=all
     interpret_pallas_call.reset_gpu_interpret_mode_state()
     raise
   ref_out, ref_kv, ref_ks = linear_attention_f64(q, k, v, normalize=normalize, eps=1e-6,
