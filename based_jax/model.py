@@ -114,11 +114,12 @@ class Block(nn.Module):
     cfg = self.config
     kind = cfg.layer_types[self.layer_idx]
     if kind == "linear_attention":
-      self.mixer = LinearAttention(cfg, dtype=self.dtype, impl=self.la_impl)
+      kwargs = {"impl": self.la_impl}
     elif kind in ("sliding_window", "mha"):
-      self.mixer = _MIXERS[kind](cfg, layer_idx=self.layer_idx, dtype=self.dtype)
+      kwargs = {"layer_idx": self.layer_idx}  # softmax scale may depend on it
     else:
-      self.mixer = BaseConv(cfg, dtype=self.dtype)
+      kwargs = {}
+    self.mixer = _MIXERS[kind](cfg, dtype=self.dtype, **kwargs)
     self.norm1 = RMSNorm(cfg.layer_norm_epsilon)
     self.norm2 = RMSNorm(cfg.layer_norm_epsilon)
     self.mlp = SwiGLU(cfg.mlp_hidden, cfg.mlp_fc1_bias, cfg.mlp_fc2_bias, dtype=self.dtype)

@@ -152,7 +152,8 @@ def test_decode_bad_inputs():
   ids = random_ids(cfg, (2, 5), seed=5)
   with pytest.raises(ValueError, match="max_length"):
     model.apply({"params": params}, ids, max_length=4, method=BasedLM.prefill)
-  _, cache = model.apply({"params": params}, ids, max_length=8, method=BasedLM.prefill)
+  _, cache = jax.jit(functools.partial(model.apply, max_length=8, method=BasedLM.prefill))(
+      {"params": params}, ids)
   for bad, match in ((jnp.zeros((2, 1), jnp.int32), "token_ids"),
                      (jnp.zeros((3,), jnp.int32), r"token_ids must have shape \[B\]"),
                      (jnp.zeros((2,), jnp.float32), "integer dtype")):

@@ -1,5 +1,7 @@
 """BasedLM forward: vs a float64 NumPy model, param counts of the presets, padding, jit, errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ from tests.based_jax.test_layers import (np_masked_attention, np_rmsnorm, np_rop
 
 # Tiny configs: d 64 H 4 (Dh 16) with conv/LA/SWA, Dh 20 (d 80), attention only, g_norm variant.
 CONFIGS = {
-    "based-d64": BasedConfig.tiny(),
+    "based-d64": BasedConfig.tiny(n_layer=3),
     "based-d80-dh20": BasedConfig.tiny(n_embd=80, n_layer=5, la_layers=(1, 4), swa_layers=(2,),
                                       window_size=6),
     "attn-d64": BasedConfig.tiny(attention_only=True, n_layer=2),
@@ -19,7 +21,9 @@ CONFIGS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def init_params(cfg, seed=0, length=8):
+  """Params of BasedLM(cfg), cached per (cfg, seed): jax arrays are immutable, so sharing is safe."""
   model = BasedLM(cfg)
   ids = jnp.zeros((1, length), jnp.int32)
   params = jinit(model, seed, ids)
@@ -168,6 +172,34 @@ def test_untied_head_has_lm_head():
   assert params["lm_head"]["kernel"].shape == (64, cfg.vocab_size_padded)
   h = jnp.ones((1, 4), jnp.int32)
   assert japply(BasedLM(cfg), params, h).shape == (1, 4, cfg.vocab_size_padded)
+
+
+def test_param_tree_matches_design_doc():
+  """Paths and shapes of docs/design.md (the converter's contract), incl. optional params."""
+  cfg = BasedConfig.tiny(n_layer=3, conv_bias=True, la_output_norm=True,
+                         tie_word_embeddings=False)
+  shapes = jax.eval_shape(BasedLM(cfg).init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 4), jnp.int32))["params"]
+  got = {jax.tree_util.keystr(k, simple=True, separator="/"): v.shape
+         for k, v in jax.tree_util.tree_leaves_with_path(shapes)}
+  d, hid, c, vp = 64, cfg.mlp_hidden, 128, cfg.vocab_size_padded
+  want = {"transformer/embeddings/word_embeddings/embedding": (vp, d),
+          "transformer/ln_f/weight": (d,), "lm_head/kernel": (d, vp)}
+  for i in range(3):
+    pre = f"transformer/layers_{i}/"
+    want.update({pre + "norm1/weight": (d,), pre + "norm2/weight": (d,),
+                 pre + "mlp/fc1/kernel": (d, 2 * hid), pre + "mlp/fc2/kernel": (hid, d)})
+  pre = "transformer/layers_0/mixer/"
+  want.update({pre + "in_proj/kernel": (d, 2 * c), pre + "in_proj/bias": (2 * c,),
+               pre + "conv/conv/kernel": (3, 1, c), pre + "conv/conv/bias": (c,),
+               pre + "out_proj/kernel": (c, d), pre + "out_proj/bias": (d,)})
+  pre = "transformer/layers_1/mixer/"
+  want.update({pre + "proj_q/kernel": (d, 4 * 16), pre + "proj_k/kernel": (d, 4 * 16),
+               pre + "proj_v/kernel": (d, d), pre + "out_proj/kernel": (d, d),
+               pre + "g_norm/weight": (16,)})
+  pre = "transformer/layers_2/mixer/"
+  want.update({pre + "Wqkv/kernel": (d, 3 * d), pre + "out_proj/kernel": (d, d)})
+  assert got == want
 
 
 # ---- presets: parameter counts from the formulas in based_model.md §1.3, §2 --------------------
