@@ -44,3 +44,21 @@ def rel_err(x, ref) -> float:
   if not np.all(np.isfinite(x)):
     return float("inf")
   return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+def random_inputs(rng, b: int, length: int, h: int, dv: int):
+  """Fresh bf16 q, k ([B, L, H, 16], scale 0.5) and v ([B, L, H, Dv]) as JAX arrays."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  q = jnp.asarray(rng.standard_normal((b, length, h, 16), np.float32) * 0.5, jnp.bfloat16)
+  k = jnp.asarray(rng.standard_normal((b, length, h, 16), np.float32) * 0.5, jnp.bfloat16)
+  v = jnp.asarray(rng.standard_normal((b, length, h, dv), np.float32), jnp.bfloat16)
+  return q, k, v
+
+
+def prefill_state(rng, b: int, h: int, dv: int, length: int = 300):
+  """A realistic initial state: (kv [B, H, 273, Dv], ks [B, H, 273]) of an earlier random prefill."""
+  k = rng.standard_normal((b, length, h, 16)) * 0.5
+  v = rng.standard_normal((b, length, h, dv))
+  _, kv, ks = linear_attention_f64(k, k, v, normalize=False, eps=0.0)
+  return kv, ks

@@ -10,25 +10,11 @@ import pytest
 import pallas_kernels
 from based_jax.ops.chunked import chunked_linear_attention
 from based_jax.ops.state import LinearAttentionState
-from tests.pallas_kernels.numpy_reference import linear_attention_f64, rel_err
+from tests.pallas_kernels.numpy_reference import (
+    linear_attention_f64, prefill_state, random_inputs, rel_err)
 
 pytestmark = pytest.mark.gpu
 TOL = 1e-2
-
-
-def _inputs(rng, b, length, h, dv):
-  q = jnp.asarray(rng.standard_normal((b, length, h, 16), np.float32) * 0.5, jnp.bfloat16)
-  k = jnp.asarray(rng.standard_normal((b, length, h, 16), np.float32) * 0.5, jnp.bfloat16)
-  v = jnp.asarray(rng.standard_normal((b, length, h, dv), np.float32), jnp.bfloat16)
-  return q, k, v
-
-
-def _prefill_state(rng, b, h, dv, length=300):
-  """A realistic initial state: the sums of an earlier random prefill (float64)."""
-  k = rng.standard_normal((b, length, h, 16)) * 0.5
-  v = rng.standard_normal((b, length, h, dv))
-  _, kv, ks = linear_attention_f64(k, k, v, normalize=False, eps=0.0)
-  return kv, ks
 
 
 
@@ -49,7 +35,7 @@ def _check(out, final, ref):
 
 def test_available_on_hopper():
   rng = np.random.default_rng()
-  assert pallas_kernels.unavailable_reason(*_inputs(rng, 1, 64, 1, 64)) is None
+  assert pallas_kernels.unavailable_reason(*random_inputs(rng, 1, 64, 1, 64)) is None
 
 
 @pytest.mark.parametrize("b,length,h,dv,normalize,with_state", [
@@ -63,10 +49,10 @@ def test_available_on_hopper():
 ])
 def test_matches_float64(b, length, h, dv, normalize, with_state):
   rng = np.random.default_rng()
-  q, k, v = _inputs(rng, b, length, h, dv)
+  q, k, v = random_inputs(rng, b, length, h, dv)
   kv0 = ks0 = state = None
   if with_state:
-    kv0, ks0 = _prefill_state(rng, b, h, dv)
+    kv0, ks0 = prefill_state(rng, b, h, dv)
     state = LinearAttentionState(jnp.asarray(kv0, jnp.float32), jnp.asarray(ks0, jnp.float32))
   out, final = _run(q, k, v, state, normalize)
   _check(out, final, linear_attention_f64(q, k, v, normalize=normalize, eps=1e-6, kv0=kv0,
@@ -76,7 +62,7 @@ def test_matches_float64(b, length, h, dv, normalize, with_state):
 def test_deterministic():
   """Same inputs twice -> bitwise the same output (a race would usually show here)."""
   rng = np.random.default_rng()
-  q, k, v = _inputs(rng, 3, 4096, 16, 64)
+  q, k, v = random_inputs(rng, 3, 4096, 16, 64)
   a, sa = _run(q, k, v, None, True)
   b, sb = _run(q, k, v, None, True)
   assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -104,8 +90,8 @@ def test_more_than_2_pow_31_output_elements():
 
 def test_grad_matches_xla_path():
   rng = np.random.default_rng()
-  q, k, v = _inputs(rng, 1, 1000, 2, 64)
-  kv0, ks0 = (jnp.asarray(x, jnp.float32) for x in _prefill_state(rng, 1, 2, 64))
+  q, k, v = random_inputs(rng, 1, 1000, 2, 64)
+  kv0, ks0 = (jnp.asarray(x, jnp.float32) for x in prefill_state(rng, 1, 2, 64))
   w = jnp.asarray(rng.standard_normal((1, 1000, 2, 64)), jnp.float32)
 
   def loss(fn, q, k, v, kv0, ks0):

@@ -21,24 +21,10 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from based_jax.ops.state import LinearAttentionState
 from pallas_kernels.based_attention import KernelConfig, api
-from tests.pallas_kernels.numpy_reference import linear_attention_f64, rel_err
+from tests.pallas_kernels.numpy_reference import (
+    linear_attention_f64, prefill_state, random_inputs, rel_err)
 
 TOL = 1e-2
-
-
-def _inputs(rng, b, length, h, dv):
-  q = jnp.asarray(rng.standard_normal((b, length, h, 16)) * 0.5, jnp.bfloat16)
-  k = jnp.asarray(rng.standard_normal((b, length, h, 16)) * 0.5, jnp.bfloat16)
-  v = jnp.asarray(rng.standard_normal((b, length, h, dv)), jnp.bfloat16)
-  return q, k, v
-
-
-def _prefill_state(rng, b, h, dv, length=37):
-  """A realistic initial state: the sums of an earlier random prefill (float64)."""
-  k = rng.standard_normal((b, length, h, 16)) * 0.5
-  v = rng.standard_normal((b, length, h, dv))
-  _, kv, ks = linear_attention_f64(k, k, v, normalize=False, eps=0.0)
-  return kv, ks
 
 
 def _check_rows(out, ref):
@@ -61,10 +47,10 @@ CASES = [
 @pytest.mark.parametrize("b,length,h,dv,normalize,with_state,min_seg", CASES)
 def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_state, min_seg):
   rng = np.random.default_rng()
-  q, k, v = _inputs(rng, b, length, h, dv)
+  q, k, v = random_inputs(rng, b, length, h, dv)
   kv0 = ks0 = state = None
   if with_state:
-    kv0, ks0 = _prefill_state(rng, b, h, dv)
+    kv0, ks0 = prefill_state(rng, b, h, dv, length=37)
     state = LinearAttentionState(jnp.asarray(kv0, jnp.float32), jnp.asarray(ks0, jnp.float32))
   config = KernelConfig(min_segment_chunks=min_seg)
   try:
