@@ -292,6 +292,28 @@ def memory_vs_length(results, name, model, params, vocab, lengths, steps, start,
           f"{entry['temp_bytes'] / 2**30:.2f} GiB (compile {entry['compile_s']:.1f} s)", flush=True)
 
 
+def resolved_impl(config, impl: str, batch: int, length: int) -> dict:
+  """Which linear-attention implementation `impl` resolves to for the prefill shapes, and why."""
+  import jax
+  import jax.numpy as jnp
+
+  from based_jax.ops import unavailable_reason
+
+  if "linear_attention" not in config.layer_types:
+    return {"resolved": None}
+  h = config.la_num_heads
+  q = jax.ShapeDtypeStruct((batch, length, h, config.la_feature_dim), jnp.bfloat16)
+  v = jax.ShapeDtypeStruct((batch, length, h, config.la_head_dim), jnp.bfloat16)
+  if impl != "auto":
+    return {"resolved": impl, "reason": unavailable_reason(impl, q, q, v)}
+  reasons = {}
+  for candidate in ("pallas", "ffi"):
+    reasons[candidate] = unavailable_reason(candidate, q, q, v)
+    if reasons[candidate] is None:
+      return {"resolved": candidate, "reasons": reasons}
+  return {"resolved": "chunked", "reasons": reasons}
+
+
 def fmt_s(s) -> str:
   if s is None or (isinstance(s, float) and math.isnan(s)):
     return "-"
@@ -388,6 +410,7 @@ def main(argv=None) -> int:
         results["configs"].append(row)
         continue
       row["impl"] = model.la_impl
+      row["la_impl_resolved"] = resolved_impl(config, model.la_impl, batch, length)
       try:
         row.update(run_config(model, params, config.vocab_size, batch, length, args.decode_steps,
                               args.repeats))
@@ -402,6 +425,7 @@ def main(argv=None) -> int:
           row["failed_impl"] = {"impl": model.la_impl, "error": message}
           model = model.clone(la_impl=args.fallback_impl)
           row["impl"] = model.la_impl
+          row["la_impl_resolved"] = resolved_impl(config, model.la_impl, batch, length)
           row.update(run_config(model, params, config.vocab_size, batch, length,
                                 args.decode_steps, args.repeats))
           last_compile = row["compile_s"]
