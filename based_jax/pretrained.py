@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from based_jax.config import BasedConfig
+from based_jax.mamba import MambaConfig, MambaLM, is_mamba_config
 from based_jax.model import BasedLM
 
 _DTYPES = {jnp.dtype(jnp.float32): "float32", jnp.dtype(jnp.bfloat16): "bfloat16"}
@@ -31,8 +32,10 @@ def _dtype_name(dtype, arg: str) -> str:
 
 def from_pretrained(path_or_hub_id: str | os.PathLike, dtype=jnp.float32, *,
                     param_dtype=None, la_impl: str = "auto",
-                    revision: str | None = None) -> tuple[BasedLM, dict]:
-  """Returns `(BasedLM(config, dtype=dtype, la_impl=la_impl), params)`.
+                    revision: str | None = None) -> tuple[BasedLM | MambaLM, dict]:
+  """Returns `(BasedLM(config, dtype=dtype, la_impl=la_impl), params)`, or
+  `(MambaLM(config, dtype=dtype), params)` for a Mamba checkpoint (`backbone.*` keys / a Mamba
+  config.json; la_impl does not apply; its A_log and D stay float32 whatever param_dtype).
 
   dtype: compute dtype of the model (jnp.float32 or jnp.bfloat16); logits are float32 either way.
   param_dtype: dtype of the returned params; None keeps a converted file's storage dtype and
@@ -52,12 +55,17 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype=jnp.float32, *,
     from convert import torch_to_flax  # pylint: disable=import-outside-toplevel
 
     config, params = torch_to_flax.load_params(path_or_hub_id, revision=revision)
+  if isinstance(config, MambaConfig):
+    if param_dtype is not None:
+      params = jax.tree_util.tree_map_with_path(
+          lambda path, x: x if path[-1].key in ("A_log", "D") else x.astype(param_dtype), params)
+    return MambaLM(config, dtype=dtype), params
   if param_dtype is not None:
     params = jax.tree_util.tree_map(lambda x: x.astype(param_dtype), params)
   return BasedLM(config, dtype=dtype, la_impl=la_impl), params
 
 
-def _load_converted(files) -> tuple[BasedConfig, dict]:
+def _load_converted(files) -> tuple[BasedConfig | MambaConfig, dict]:
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
 
   from convert import torch_to_flax  # pylint: disable=import-outside-toplevel
@@ -65,7 +73,8 @@ def _load_converted(files) -> tuple[BasedConfig, dict]:
 
   with open(files.config) as f:
     try:
-      config = BasedConfig.from_hf_dict(json.load(f))
+      hf = json.load(f)
+      config = (MambaConfig if is_mamba_config(hf) else BasedConfig).from_hf_dict(hf)
     except (json.JSONDecodeError, ValueError) as e:
       raise CheckpointError(f"{files.config} is not a valid based-jax config: {e}") from None
   want = torch_to_flax.target_shapes(config)

@@ -29,6 +29,7 @@ from convert.readers import TensorRef
 
 if TYPE_CHECKING:  # the model package is imported lazily (module import stays light)
   from based_jax.config import BasedConfig
+  from based_jax.mamba.config import MambaConfig
 
 OUTPUT_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 
@@ -41,11 +42,12 @@ class Step:
   torch_key: str
   hook: mapping.Hook
   shape: tuple[int, ...]
+  keep_fp32: bool = False  # stored float32 whatever the output dtype (Mamba A_log, D)
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  config: "BasedConfig"
+  config: "BasedConfig | MambaConfig"
   steps: tuple[Step, ...]
   sources: Mapping[str, TensorRef]  # cleaned key -> tensor
   tied_check: tuple[str, str] | None  # (embedding key, lm_head key) that must be equal
@@ -107,9 +109,13 @@ def target_shapes(config) -> dict[str, tuple[int, ...]]:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
+  from based_jax.mamba import MambaConfig, MambaLM  # pylint: disable=import-outside-toplevel
   from based_jax.model import BasedLM  # pylint: disable=import-outside-toplevel
 
-  model = BasedLM(config, dtype=jnp.float32, la_impl="reference")
+  if isinstance(config, MambaConfig):
+    model = MambaLM(config, dtype=jnp.float32, scan_impl="reference")
+  else:
+    model = BasedLM(config, dtype=jnp.float32, la_impl="reference")
   ids = jax.ShapeDtypeStruct((1, 4), jnp.int32)
   variables = jax.eval_shape(model.init, jax.random.key(0), ids)
   flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
@@ -120,6 +126,10 @@ def plan_conversion(hf_config: dict, tensors: Mapping[str, TensorRef]) -> Plan:
   """Checks a whole checkpoint against the model it describes; raises before reading data."""
   from based_jax.config import BasedConfig  # pylint: disable=import-outside-toplevel
 
+  from convert import mamba  # pylint: disable=import-outside-toplevel
+
+  if mamba.is_mamba_checkpoint(hf_config, tensors):
+    return mamba.plan_conversion(hf_config, tensors)
   if "transformer.ln_0.weight" in tensors or "model.transformer.ln_0.weight" in tensors:
     raise CheckpointError("checkpoint uses the legacy post-norm layout (transformer.ln_0.*); "
                           "only the prenorm layout of the released models is supported")
@@ -135,18 +145,35 @@ def plan_conversion(hf_config: dict, tensors: Mapping[str, TensorRef]) -> Plan:
     raise ConfigMismatchError(f"config.json with the sizes inferred from the tensors "
                               f"({inferred}) is not a valid BasedConfig: {e}") from None
 
-  tied_check = None
-  if config.tie_word_embeddings:
-    has_emb, has_head = mapping.EMBEDDING_KEY in src, mapping.LM_HEAD_KEY in src
-    if has_emb and has_head:
-      tied_check = (mapping.EMBEDDING_KEY, mapping.LM_HEAD_KEY)  # values compared when streamed
-    elif has_head:  # candle's safetensors stores the tied matrix as lm_head only
-      src[mapping.EMBEDDING_KEY] = src.pop(mapping.LM_HEAD_KEY)
+  tied_check = resolve_tied_head(src, config.tie_word_embeddings, mapping.EMBEDDING_KEY,
+                                 mapping.LM_HEAD_KEY)
+  layout = ", ".join(f"{i}:{t}" for i, t in enumerate(config.layer_types))
+  return match_tensors(config, src, kept, dropped, tied_check, mapping.torch_source,
+                       f"the model that config.json describes (layers {layout})")
 
+
+def resolve_tied_head(src: dict[str, TensorRef], tied: bool, emb_key: str,
+                      head_key: str) -> tuple[str, str] | None:
+  """With a tied head: both stored -> (emb_key, head_key) to compare when streamed; the head
+  only (candle's safetensors) -> renamed to emb_key in `src`. Returns the pair or None."""
+  if not tied:
+    return None
+  has_emb, has_head = emb_key in src, head_key in src
+  if has_emb and has_head:
+    return (emb_key, head_key)
+  if has_head:
+    src[emb_key] = src.pop(head_key)
+  return None
+
+
+def match_tensors(config, src: dict[str, TensorRef], kept: dict[str, str], dropped: list[str],
+                  tied_check: tuple[str, str] | None, torch_source, describe: str) -> Plan:
+  """Maps every Flax leaf of `config`'s model to one tensor of `src` via `torch_source(path)
+  -> (key, hook)`; ONE CheckpointError lists every missing, unused and mis-shaped key."""
   steps, missing, misshaped, unmapped = [], [], [], []
   for path, shape in target_shapes(config).items():
     try:
-      key, hook = mapping.torch_source(path)
+      key, hook = torch_source(path)
     except KeyError:
       unmapped.append(path)
       continue
@@ -176,10 +203,7 @@ def plan_conversion(hf_config: dict, tensors: Mapping[str, TensorRef]) -> Plan:
     problems.append(f"Flax params with no mapping rule (a based-jax bug) ({len(unmapped)}): "
                     f"{_fmt(unmapped)}")
   if problems:
-    layout = ", ".join(f"{i}:{t}" for i, t in enumerate(config.layer_types))
-    raise CheckpointError(
-        "checkpoint does not match the model that config.json describes (layers " + layout +
-        "):\n  " + "\n  ".join(problems))
+    raise CheckpointError(f"checkpoint does not match {describe}:\n  " + "\n  ".join(problems))
   return Plan(config, tuple(steps), src, tied_check, tuple(dropped))
 
 
@@ -211,7 +235,7 @@ def iter_params(plan: Plan, dtype: np.dtype) -> Iterator[tuple[str, np.ndarray]]
             f"{plan.tied_check[0]} {x.shape}; set tie_word_embeddings=false in config.json if "
             "the head is really separate")
       del head
-    y = step.hook.fn(_as_float(x)).astype(dtype, copy=False)
+    y = step.hook.fn(_as_float(x)).astype(np.float32 if step.keep_fp32 else dtype, copy=False)
     if y.shape != step.shape:  # guarded by plan_conversion; a hook bug if it fires
       raise CheckpointError(f"{step.torch_key}: converted shape {y.shape} != {step.shape}")
     yield step.flax_path, y
@@ -253,8 +277,9 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
                   desc=f"converting {os.path.basename(files.weights)}", disable=not progress)
     metadata = {"format": "based-jax", "source": os.fspath(src),
                 "source_file": os.path.basename(files.weights), "dtype": dtype}
-    write_safetensors(out, [(s.flax_path, s.shape) for s in plan.steps], out_dtype, stream,
-                      metadata)
+    layout = [(s.flax_path, s.shape, np.dtype(np.float32) if s.keep_fp32 else out_dtype)
+              for s in plan.steps]
+    write_safetensors(out, layout, out_dtype, stream, metadata)
   with open(os.path.join(dst, hub.CONFIG_NAME), "w") as f:
     json.dump(plan.config.to_dict(), f, indent=2)
   return out

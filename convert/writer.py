@@ -21,23 +21,24 @@ _DTYPE_NAMES = {np.dtype(np.float32): "F32", np.dtype(ml_dtypes.bfloat16): "BF16
 
 
 def write_safetensors(path: str | os.PathLike,
-                      layout: list[tuple[str, tuple[int, ...]]],
+                      layout: list[tuple],
                       dtype: np.dtype,
                       arrays: Iterable[tuple[str, np.ndarray]],
                       metadata: dict[str, str] | None = None) -> None:
   """Writes `arrays` (yielded lazily, in `layout` order) as one safetensors file.
 
-  layout: [(name, shape)] of every tensor, known before any data is produced.
-  arrays: yields (name, array) matching `layout` one by one; each is cast to `dtype`.
+  layout: [(name, shape)] or [(name, shape, dtype)] of every tensor, known before any data is
+    produced; an entry without its own dtype uses `dtype`.
+  arrays: yields (name, array) matching `layout` one by one; each is cast to its dtype.
   """
   if sys.byteorder != "little":
     raise RuntimeError("safetensors files are little-endian; this writer supports little-endian hosts")
-  dtype = np.dtype(dtype)
+  layout = [(e[0], tuple(e[1]), np.dtype(e[2] if len(e) > 2 else dtype)) for e in layout]
   header: dict[str, object] = {"__metadata__": dict(metadata or {})}
   offset = 0
-  for name, shape in layout:
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    header[name] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(shape),
+  for name, shape, entry_dtype in layout:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * entry_dtype.itemsize
+    header[name] = {"dtype": _DTYPE_NAMES[entry_dtype], "shape": list(shape),
                     "data_offsets": [offset, offset + nbytes]}
     offset += nbytes
   blob = json.dumps(header, separators=(",", ":")).encode()
@@ -50,11 +51,11 @@ def write_safetensors(path: str | os.PathLike,
       f.write(blob)
       expected = iter(layout)
       for name, array in arrays:
-        want_name, want_shape = next(expected, (None, None))
+        want_name, want_shape, want_dtype = next(expected, (None, None, None))
         if name != want_name or tuple(array.shape) != tuple(want_shape):
           raise RuntimeError(f"writer got {name} {array.shape}, expected {want_name} {want_shape}")
-        np.ascontiguousarray(array, dtype=dtype).tofile(f)  # native order: little-endian hosts
-      missing = [n for n, _ in expected]
+        np.ascontiguousarray(array, dtype=want_dtype).tofile(f)  # native order: little-endian
+      missing = [n for n, _, _ in expected]
       if missing:
         raise RuntimeError(f"writer did not receive {missing}")
     os.replace(tmp, path)
