@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--impl", choices=IMPLS, default="auto",
                    help="linear-attention implementation (default auto)")
   gen.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
-                   help="tokenizer (default: the checkpoint's own, else gpt2)")
+                   help="tokenizer: a directory, a hub id, or 'byte' (default: the checkpoint "
+                   "directory's own files, else config.json's \"tokenizer\", else gpt2)")
   gen.add_argument("--max-prompt-tokens", type=int, default=DEFAULT_MAX_PROMPT_TOKENS, metavar="N",
                    help=f"reject longer prompts (default {DEFAULT_MAX_PROMPT_TOKENS})")
   gen.add_argument("--stop", action="append", default=[], metavar="TEXT",

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from based_jax.tokenizer import (DEFAULT_TOKENIZER, TokenizerUnavailableError, load_tokenizer,
-                                 resolve_tokenizer_name)
+from based_jax.tokenizer import (DEFAULT_TOKENIZER, TokenizerUnavailableError, left_pad_batch,
+                                 load_tokenizer, resolve_tokenizer_name)
 
 CORPUS = "the quick brown fox jumps over the lazy dog. hello world, hello based jax! " * 4
 
@@ -62,6 +62,31 @@ def test_resolve_tokenizer_name(tok_dir, tmp_path):
   assert resolve_tokenizer_name(None, tok_dir) == tok_dir
   assert resolve_tokenizer_name(None, str(tmp_path)) == DEFAULT_TOKENIZER  # checkpoint, no files
   assert resolve_tokenizer_name(None, "hazyresearch/based-360m") == DEFAULT_TOKENIZER
+
+
+def test_resolve_from_config_json_tokenizer_key(tmp_path):
+  (tmp_path / "config.json").write_text('{"n_embd": 8, "tokenizer": "byte"}')
+  assert resolve_tokenizer_name(None, str(tmp_path)) == "byte"
+  (tmp_path / "config.json").write_text('{"n_embd": 8}')
+  assert resolve_tokenizer_name(None, str(tmp_path)) == DEFAULT_TOKENIZER
+
+
+def test_left_pad_batch_with_any_encoder():
+  rng = np.random.default_rng()
+  prompts = ["".join(chr(97 + int(c)) for c in rng.integers(0, 26, n)) for n in (3, 1, 7)]
+  ids, mask = left_pad_batch(prompts, lambda t: [ord(c) for c in t], pad_id=5)
+  assert ids.shape == (3, 7) and ids.dtype == np.int32
+  for row, p in enumerate(prompts):
+    n = len(p)
+    assert ids[row, 7 - n:].tolist() == [ord(c) for c in p] and (ids[row, :7 - n] == 5).all()
+    assert mask[row].tolist() == [0] * (7 - n) + [1] * n
+
+
+def test_byte_tokenizer_by_name():
+  pytest.importorskip("based_jax.byte_tokenizer")
+  tok = load_tokenizer("byte")
+  ids, mask = tok.encode_batch(["hé", "x"])
+  assert tok.decode(ids[0][mask[0] == 1]) == "hé"
 
 
 def test_directory_without_tokenizer_files_is_a_clear_error(tmp_path):
