@@ -10,7 +10,8 @@ Decode API (for the generation loop):
     logits = model.apply(v, input_ids)                                   # [B, L] -> [B, L, Vp]
     logits, cache = model.apply(v, input_ids, attention_mask, max_length=N, method=BasedLM.prefill)
     logits, cache = model.apply(v, token_ids, cache, method=BasedLM.decode_step)  # [B] -> [B, Vp]
-Under jax.jit, `max_length` (and `method`) must be static.
+Under jax.jit, `max_length` (and `method`) must be static. Shapes and dtypes are always checked;
+the attention_mask values (0/1, left padding) are checked only when concrete (outside jit).
 
 Left padding (attention_mask 0 = pad, all pads before the first real token) changes nothing for a
 row's real tokens: RoPE positions count real tokens only (cumsum(mask) - 1), conv inputs and
