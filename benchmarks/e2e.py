@@ -94,6 +94,9 @@ def parse_args(argv=None):
                       "sizes (default 3: after the targets)")
   parser.add_argument("--time-budget-s", type=float, default=float("inf"),
                       help="skip configs that would start after this many seconds")
+  parser.add_argument("--trace", default=None, metavar="DIR",
+                      help="after the timed runs of the first config, write a jax.profiler trace "
+                      "of one more run to DIR (tar it to bring it back from a device)")
   parser.add_argument("--smoke", action="store_true",
                       help="tiny configs and lengths (CPU check of the script itself)")
   parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "e2e.json"),
@@ -236,7 +239,7 @@ def program_bytes() -> int | None:
 
 
 def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
-               repeats: int) -> dict:
+               repeats: int, trace_dir: str | None = None) -> dict:
   from based_jax.generation import generate
 
   ids = np.random.default_rng(batch).integers(1, vocab, size=(batch, length)).astype(np.int32)
@@ -248,6 +251,11 @@ def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
     out = generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
     total = time.perf_counter() - t0
     runs.append((out.prefill_s, total, out.decode_s))
+  if trace_dir:
+    import jax
+
+    with jax.profiler.trace(trace_dir):
+      generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
   prefill = float(np.median([r[0] for r in runs]))
   decode = float(np.median([r[2] for r in runs]))
   step = decode / (steps - 1) if steps > 1 else float("nan")
@@ -413,7 +421,7 @@ def main(argv=None) -> int:
       row["la_impl_resolved"] = resolved_impl(config, model.la_impl, batch, length)
       try:
         row.update(run_config(model, params, config.vocab_size, batch, length, args.decode_steps,
-                              args.repeats))
+                              args.repeats, trace_dir=None if results["configs"] else args.trace))
         last_compile = row["compile_s"]
       except Exception as e:  # pylint: disable=broad-except  # OOM is a result, not a crash
         message = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
