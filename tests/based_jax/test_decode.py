@@ -168,3 +168,18 @@ def test_every_layer_type_is_exercised():
   assert set(CONFIGS["based-d64"].layer_types) == {"conv", "linear_attention", "sliding_window"}
   assert set(CONFIGS["attn-d64"].layer_types) == {"mha"}
   assert BasedConfig.tiny().window_left < 7  # window smaller than the odd prompts above
+
+
+@pytest.mark.parametrize("name", ["based-d64", "attn-d64"])
+def test_prefill_memory_grows_linearly(name):
+  """Compiled prefill temp memory doubles (not quadruples) from 4k to 8k tokens: no [L, L]."""
+  cfg = CONFIGS[name]
+  model = BasedLM(cfg)
+  params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 8), jnp.int32))
+  temp = {}
+  for length in (4096, 8192):
+    fn = jax.jit(functools.partial(model.apply, max_length=length + 16, method=BasedLM.prefill))
+    compiled = fn.lower(params, jax.ShapeDtypeStruct((1, length), jnp.int32)).compile()
+    temp[length] = compiled.memory_analysis().temp_size_in_bytes
+  assert temp[8192] <= 2.2 * temp[4096], temp
+  assert temp[8192] < 8192 * 8192 * 4, temp  # below one fp32 [L, L] buffer
