@@ -96,6 +96,8 @@ struct Cfg {
   static constexpr int kOffQb = kOffA + kChunk * kAStride * 2;
   static constexpr int kOffO = kOffQb + kChunk * kQbStride * 4;
   static constexpr int kSmem = kOffO + 2 * kChunk * kOStride * 4;
+  static_assert(kOffV % 16 == 0 && kOffA % 16 == 0 && kOffQb % 16 == 0 && kOffO % 16 == 0 &&
+                (kOStride * 4) % 16 == 0 && (kVStride * 2) % 16 == 0, "16-byte aligned smem rows");
   static constexpr int64_t kStateFloats = int64_t(kWarps) * kAccTiles * 4 * 32;  // per (bhg, segment)
 };
 
@@ -316,51 +318,89 @@ __global__ void __launch_bounds__(Cfg<MT, GV>::kThreads, 1) based_kernel(const P
   }
   float o[8][4];
 
-  // ---- chunk loads: q, k rows of 32 B, v rows of GV*2 B, extra columns (ones row of S^T) by plain stores.
+  // ---- chunk loads (cp.async, 16 B): q, k rows of 32 B, v rows of GV*2 B. Tokens past L are zero-filled.
+  constexpr int kQKUnits = (kOut ? 2 : 1) * kChunk * 2;  // (q and) k: 2 units per row
+  constexpr int kVUnitsRow = GV / 8;
+  constexpr int kVUnits = kChunk * kVUnitsRow;
+  constexpr int kExtra = C::kRows - GV;  // S^T rows past the value columns: the ones row, then zeros
   auto issue_load = [&](int chunk, int buf) {
     const int64_t t0 = int64_t(chunk) * kChunk;
-    __nv_bfloat16* qd = Qs + buf * kChunk * kQKStride;
-    __nv_bfloat16* kd = Ks + buf * kChunk * kQKStride;
-    __nv_bfloat16* vd = Vs + buf * kChunk * C::kVStride;
-    for (int u = tid; u < 2 * kChunk * 2; u += C::kThreads) {
-      const int which = u >= 2 * kChunk;  // 0: q, 1: k
-      const int uu = u - which * 2 * kChunk;
+    for (int u = tid; u < kQKUnits; u += C::kThreads) {
+      const bool is_k = !kOut || u >= 2 * kChunk;
+      const int uu = kOut && is_k ? u - 2 * kChunk : u;
       const int row = uu >> 1, part = uu & 1;
-      if (!kOut && which == 0) continue;
       const int64_t tok = t0 + row;
-      __nv_bfloat16* dst = (which ? kd : qd) + row * kQKStride + part * 8;
+      __nv_bfloat16* dst = (is_k ? Ks : Qs) + (buf * kChunk + row) * kQKStride + part * 8;
       if (tok < p.L) {
-        const __nv_bfloat16* src = (which ? p.k : p.q) + ((b * p.L + tok) * p.H + h) * kFeat + part * 8;
-        cp_async16(dst, src);
+        cp_async16(dst, (is_k ? p.k : p.q) + ((b * p.L + tok) * p.H + h) * kFeat + part * 8);
       } else {
         *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
       }
     }
-    constexpr int kUnits = GV / 8;
-    for (int u = tid; u < kChunk * kUnits; u += C::kThreads) {
-      const int row = u / kUnits, part = u % kUnits;
-      const int64_t tok = t0 + row;
-      __nv_bfloat16* dst = vd + row * C::kVStride + part * 8;
-      if (tok < p.L) {
-        cp_async16(dst, p.v + ((b * p.L + tok) * p.H + h) * p.Dv + col0 + part * 8);
+    const __nv_bfloat16* vsrc = p.v + ((b * p.L + t0) * p.H + h) * p.Dv + col0;  // [64 rows, stride H*Dv]
+    const int64_t vrow = p.H * p.Dv;
+    for (int u = tid; u < kVUnits; u += C::kThreads) {
+      const int row = u / kVUnitsRow, part = u % kVUnitsRow;
+      __nv_bfloat16* dst = Vs + (buf * kChunk + row) * C::kVStride + part * 8;
+      if (t0 + row < p.L) {
+        cp_async16(dst, vsrc + row * vrow + part * 8);
       } else {
         *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
       }
     }
-    constexpr int kExtra = C::kRows - GV;
-    for (int u = tid; u < kChunk * kExtra; u += C::kThreads) {
-      const int row = u / kExtra, col = GV + u % kExtra;
-      const bool valid = t0 + row < p.L;
-      vd[row * C::kVStride + col] = __float2bfloat16((valid && col == GV) ? 1.f : 0.f);
+    if (t0 + kChunk > p.L) {  // the last, partial chunk: padded tokens get no ones entry either
+      for (int u = tid; u < kChunk * kExtra; u += C::kThreads) {
+        const int row = u / kExtra;
+        if (t0 + row >= p.L) Vs[(buf * kChunk + row) * C::kVStride + GV + u % kExtra] = __float2bfloat16(0.f);
+      }
     }
     cp_async_commit();
   };
 
+  // ---- normalise and store one chunk's outputs from the two partial O tiles (8 columns per step).
+  auto store_outputs = [&](int chunk) {
+    const int64_t t0 = int64_t(chunk) * kChunk;
+    const int64_t rem = p.L - t0;
+    const int valid = rem < kChunk ? static_cast<int>(rem) : kChunk;
+    constexpr int kGroups8 = GV / 8;
+    for (int u = tid; u < kChunk * kGroups8; u += C::kThreads) {
+      const int t = u / kGroups8, q8 = u % kGroups8;
+      if (t >= valid) break;
+      const float* o0 = Ob + t * C::kOStride;
+      const float* o1 = Ob + (kChunk + t) * C::kOStride;
+      const float4 a0 = *reinterpret_cast<const float4*>(o0 + 8 * q8);
+      const float4 a1 = *reinterpret_cast<const float4*>(o0 + 8 * q8 + 4);
+      const float4 b0 = *reinterpret_cast<const float4*>(o1 + 8 * q8);
+      const float4 b1 = *reinterpret_cast<const float4*>(o1 + 8 * q8 + 4);
+      float y[8] = {a0.x + b0.x, a0.y + b0.y, a0.z + b0.z, a0.w + b0.w,
+                    a1.x + b1.x, a1.y + b1.y, a1.z + b1.z, a1.w + b1.w};
+      if (p.normalize) {
+        const float inv = 1.f / (o0[GV] + o1[GV] + p.eps);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) y[e] *= inv;
+      }
+      const uint4 packed = make_uint4(pack_bf16(y[0], y[1]), pack_bf16(y[2], y[3]), pack_bf16(y[4], y[5]),
+                                      pack_bf16(y[6], y[7]));
+      *reinterpret_cast<uint4*>(p.out + ((b * p.L + t0 + t) * p.H + h) * p.Dv + col0 + 8 * q8) = packed;
+    }
+  };
+
+  // Rows past the value columns, in both buffers: 1 in the ones row (its state is k_state), 0 below it.
+  for (int u = tid; u < 2 * kChunk * kExtra; u += C::kThreads) {
+    const int row = u / kExtra, col = GV + u % kExtra;  // row runs over both buffers
+    Vs[row * C::kVStride + col] = __float2bfloat16(col == GV ? 1.f : 0.f);
+  }
+  __syncthreads();  // before a partial first chunk zeroes some of these entries
   if (c0 < c1) issue_load(c0, 0);
+  // Two barriers per chunk: S1 (chunk data landed; the previous chunk's readers and partial-O writers are
+  // done), then S2 (A' and the broadcast q visible). The previous chunk's outputs are stored between them.
   for (int chunk = c0; chunk < c1; ++chunk) {
     const int buf = (chunk - c0) & 1;
     cp_async_wait_all();
-    __syncthreads();  // chunk data visible; every thread is done with the other buffer, A' and O smem
+    __syncthreads();  // S1
+    if constexpr (kOut) {
+      if (chunk > c0) store_outputs(chunk - 1);
+    }
     if (chunk + 1 < c1) issue_load(chunk + 1, buf ^ 1);
     const __nv_bfloat16* Qc = Qs + buf * kChunk * kQKStride;
     const __nv_bfloat16* Kc = Ks + buf * kChunk * kQKStride;
@@ -401,7 +441,7 @@ __global__ void __launch_bounds__(Cfg<MT, GV>::kThreads, 1) based_kernel(const P
         __nv_bfloat162 xx = __halves2bfloat162(x, x);
         Qb[row * kQbStride + a] = *reinterpret_cast<uint32_t*>(&xx);
       }
-      __syncthreads();
+      __syncthreads();  // S2
 #pragma unroll
       for (int it = 0; it < 8; ++it) {
 #pragma unroll
@@ -415,7 +455,7 @@ __global__ void __launch_bounds__(Cfg<MT, GV>::kThreads, 1) based_kernel(const P
       warp_chunk<MT, GV, kOut, 1>(st, o, Qc, Kc, Vc, As, Qb, m, lane);
     }
 
-    if constexpr (kOut) {
+    if constexpr (kOut) {  // partial O^T of this warp's feature half -> Ob[fh][token][row]
       float* Of = Ob + fh * kChunk * C::kOStride;
 #pragma unroll
       for (int it = 0; it < 8; ++it) {
@@ -426,25 +466,12 @@ __global__ void __launch_bounds__(Cfg<MT, GV>::kThreads, 1) based_kernel(const P
           Of[i * C::kOStride + n] = o[it][r];
         }
       }
+    }
+  }
+  if constexpr (kOut) {
+    if (c0 < c1) {
       __syncthreads();
-      const int64_t t0 = int64_t(chunk) * kChunk;
-      const int64_t rem = p.L - t0;
-      const int valid = rem < kChunk ? static_cast<int>(rem) : kChunk;
-      constexpr int kPairs = GV / 2;
-      for (int u = tid; u < kChunk * kPairs; u += C::kThreads) {
-        const int t = u / kPairs, pr = u % kPairs;
-        if (t >= valid) break;
-        const float2 x0 = *reinterpret_cast<const float2*>(Ob + t * C::kOStride + 2 * pr);
-        const float2 x1 = *reinterpret_cast<const float2*>(Ob + (kChunk + t) * C::kOStride + 2 * pr);
-        float y0 = x0.x + x1.x, y1 = x0.y + x1.y;
-        if (p.normalize) {
-          const float den = Ob[t * C::kOStride + GV] + Ob[(kChunk + t) * C::kOStride + GV] + p.eps;
-          y0 /= den;
-          y1 /= den;
-        }
-        *reinterpret_cast<uint32_t*>(p.out + ((b * p.L + t0 + t) * p.H + h) * p.Dv + col0 + 2 * pr) =
-            pack_bf16(y0, y1);
-      }
+      store_outputs(c1 - 1);
     }
   }
 
@@ -575,8 +602,8 @@ ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
   p.ks = static_cast<float*>(ks->untyped_data());
   p.normalize = normalize ? 1 : 0;
   p.eps = eps;
-  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v)) {
-    return ffi::Error::InvalidArgument("based_attention: q, k, v must be 16-byte aligned");
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out)) {
+    return ffi::Error::InvalidArgument("based_attention: q, k, v and out must be 16-byte aligned");
   }
   if (p.Dv % 64 == 0) return launch<5, 64>(stream, scratch, p, batch);
   if (p.Dv % 56 == 0) return launch<4, 56>(stream, scratch, p, batch);
