@@ -210,9 +210,11 @@ def cmd_generate(args, out=None, err=None) -> int:
     if streamer is not None:
       out.write("\n")
     for i, (prompt, text) in enumerate(zip(batch, result.texts)):
+      if result.finish_reasons[i] == "stop_string":
+        print(f"[based-jax] row {i}: text cut before a stop string (it had streamed past it)"
+              if streamer is not None and i == 0 else
+              f"[based-jax] row {i}: text cut before a stop string", file=err)
       if streamer is not None and i == 0:
-        if result.finish_reasons[0] == "stop_string":
-          print(f"[based-jax] row 0 was cut at a stop string: {text!r}", file=err)
         continue
       out.write(f"--- [{i}] ---\n{prompt}{text}\n" if len(batch) > 1 else f"{prompt}{text}\n")
     out.flush()

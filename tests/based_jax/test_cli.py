@@ -138,3 +138,11 @@ def test_generate_end_to_end_from_hub_checkpoint(tok_dir, tmp_path, capsys):
   captured = capsys.readouterr()
   assert captured.out.count(prompts[1] + want.texts[1]) == 3
   assert "B=3" in captured.err
+
+  text = want.texts[1]
+  assert len(text) >= 4, "fixture: the generated text should have a few characters"
+  stop = text[2:4]
+  assert cli.main(base + ["--prompt", prompts[1], "--stop", stop, "--no-stream"]) == 0
+  captured = capsys.readouterr()
+  assert captured.out == prompts[1] + text[:text.find(stop)] + "\n"
+  assert "row 0: text cut before a stop string" in captured.err

@@ -100,6 +100,15 @@ def test_toy_greedy_matches_full_forwards(toy):
   assert out.steps == 70 and out.prompt_length == 16
 
 
+def test_toy_single_new_token_is_the_prefill_argmax(toy):
+  model, params = toy
+  ids = np.random.default_rng().integers(0, model.vocab, size=(3, 9))
+  out = generate(model, params, ids, max_new_tokens=1)
+  want = np.asarray(model.apply({"params": params}, jnp.asarray(ids)))[:, -1].argmax(-1)
+  assert out.tokens.shape == (3, 1) and out.steps == 1
+  np.testing.assert_array_equal(out.tokens[:, 0], want)
+
+
 def test_toy_left_padding_and_buckets_do_not_change_tokens(toy):
   model, params = toy
   rng = np.random.default_rng()
