@@ -154,5 +154,6 @@ def load_tokenizer(name_or_path: str | os.PathLike = DEFAULT_TOKENIZER):
         f"tokenizer {name!r} is not in the local Hugging Face cache and {how}. Fix: on a machine "
         f"with network access run `hf download {name}` (or unset HF_HUB_OFFLINE), or pass a "
         "local directory holding tokenizer.json (--tokenizer PATH)."
-        f" Underlying error: {type(err).__name__}: {err}") from err
+        f" Underlying error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    ) from err
   return Tokenizer(hf)
