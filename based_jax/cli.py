@@ -180,7 +180,8 @@ def cmd_generate(args, out=None, err=None) -> int:
   encoded = []
   for batch in _batches(prompts, args.batch_size):
     try:
-      encoded.append((batch, tokenizer.encode_batch(batch, max_prompt_tokens=args.max_prompt_tokens)))
+      encoded.append(
+          (batch, tokenizer.encode_batch(batch, max_prompt_tokens=args.max_prompt_tokens)))
     except ValueError as e:
       raise UsageError(str(e).replace("max_prompt_tokens=", "--max-prompt-tokens ")) from e
 
@@ -219,7 +220,8 @@ def cmd_generate(args, out=None, err=None) -> int:
       out.write(f"--- [{i}] ---\n{prompt}{text}\n" if len(batch) > 1 else f"{prompt}{text}\n")
     out.flush()
     rows, new = input_ids.shape[0], int(result.lengths.sum())
-    print(f"[based-jax] B={rows} prompt={input_ids.shape[1]} tokens (bucket {result.prompt_length}); "
+    print(f"[based-jax] B={rows} prompt={input_ids.shape[1]} tokens "
+          f"(bucket {result.prompt_length}); "
           f"compile {result.compile_s:.2f} s; prefill {result.prefill_s * 1e3:.1f} ms; "
           f"decode {new - rows} tokens in {result.decode_s * 1e3:.1f} ms = "
           f"{result.decode_tokens_per_s:.1f} tokens/s; finish: {', '.join(result.finish_reasons)}",

@@ -120,7 +120,8 @@ def bucket_length(length: int, buckets: Sequence[int] | str | None = "auto") -> 
     return length
   if isinstance(buckets, str):
     if buckets != "auto":
-      raise ValueError(f"prompt_buckets must be 'auto', None or a sequence of ints; got {buckets!r}")
+      raise ValueError(
+          f"prompt_buckets must be 'auto', None or a sequence of ints; got {buckets!r}")
     return max(MIN_BUCKET, 1 << (length - 1).bit_length())
   fitting = [b for b in buckets if b >= length]
   if not fitting:
@@ -286,7 +287,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   _check_int("seed", seed)
   _check_int("vocab_size", vocab_size, minimum=1, allow_none=True)
   if isinstance(stop_strings, str):
-    raise ValueError("stop_strings must be a sequence of strings, not one string; wrap it in a list")
+    raise ValueError(
+        "stop_strings must be a sequence of strings, not one string; wrap it in a list")
   stop_strings = tuple(stop_strings)
   if any(not isinstance(s, str) or not s for s in stop_strings):
     raise ValueError(f"stop_strings must hold non-empty strings; got {stop_strings!r}")

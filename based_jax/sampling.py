@@ -32,7 +32,8 @@ class SamplingConfig:
 
   def __post_init__(self):
     if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
-      raise ValueError(f"SamplingConfig.temperature must be a number >= 0; got {self.temperature!r}")
+      raise ValueError(
+          f"SamplingConfig.temperature must be a number >= 0; got {self.temperature!r}")
     if not self.temperature >= 0.0:  # also rejects NaN
       raise ValueError(f"SamplingConfig.temperature must be >= 0; got {self.temperature}")
     if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
@@ -78,7 +79,7 @@ def filter_logits(logits: jax.Array, config: SamplingConfig,
     order = jnp.argsort(-x, axis=-1)  # [B, Vp] token ids, most likely first
     sorted_x = jnp.take_along_axis(x, order, axis=-1)  # [B, Vp]
     probs = jax.nn.softmax(sorted_x, axis=-1)  # [B, Vp]
-    mass_before = jnp.cumsum(probs, axis=-1) - probs  # [B, Vp] probability of strictly better tokens
+    mass_before = jnp.cumsum(probs, axis=-1) - probs  # [B, Vp] mass of strictly better tokens
     keep_sorted = mass_before < config.top_p  # [B, Vp]; the most likely token is always kept
     keep = jnp.zeros_like(keep_sorted).at[
         jnp.arange(x.shape[0])[:, None], order].set(keep_sorted)  # [B, Vp] back in id order

@@ -119,7 +119,7 @@ class Tokenizer:
 
   def encode_batch(self, prompts: Sequence[str], *,
                    max_prompt_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Left-padded batch: input_ids [B, L] int32, attention_mask [B, L] int32 (see left_pad_batch)."""
+    """Left-padded batch: input_ids [B, L] int32, attention_mask [B, L] int32 (left_pad_batch)."""
     return left_pad_batch(prompts, self.encode, self.pad_token_id,
                           max_prompt_tokens=max_prompt_tokens)
 

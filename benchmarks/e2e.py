@@ -450,7 +450,8 @@ def main(argv=None) -> int:
             f"{fmt_s(row['prefill_floor_s'])}), decode {fmt_s(row.get('decode_step_s'))}/step "
             f"(floor {fmt_s(row['decode_step_floor_s'])}), "
             f"{(row.get('decode_tokens_per_s') or 0):.0f} tok/s, compile "
-            f"{row.get('compile_s', 0):.1f} s, program {(row.get('program_bytes') or 0) / 2**30:.2f}"
+            f"{row.get('compile_s', 0):.1f} s, program "
+            f"{(row.get('program_bytes') or 0) / 2**30:.2f}"
             f" GiB {row.get('error', '')}", flush=True)
     del params
   results["wall_s"] = time.perf_counter() - start
