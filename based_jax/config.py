@@ -1,10 +1,11 @@
 """Configuration of the Based language models: one frozen dataclass mirroring config.json.
 
-The released checkpoints ship a GPT2Config-style `config.json` (HazyResearch/based:based/models/gpt.py
-reads it into `transformers.GPT2Config`). `BasedConfig` keeps the same field names so that
-`BasedConfig.from_hf_dict(json.load(f))` and `to_dict()` are plain copies. A few sizes that the JSON
-does not state are inferred from the tensors at conversion time and stored here too
-(`vocab_size_padded`, `mlp_hidden`, `conv_d_inner`, `conv_bias`, `la_output_norm`, `conv_kernel_size`).
+The released checkpoints ship a GPT2Config-style `config.json`
+(HazyResearch/based:based/models/gpt.py reads it into `transformers.GPT2Config`). `BasedConfig`
+keeps the same field names so that `BasedConfig.from_hf_dict(json.load(f))` and `to_dict()` are
+plain copies. A few sizes that the JSON does not state are inferred from the tensors at
+conversion time and stored here too (`vocab_size_padded`, `mlp_hidden`, `conv_d_inner`,
+`conv_bias`, `la_output_norm`, `conv_kernel_size`).
 
 The mixer dicts become small frozen dataclasses, so the whole config is hashable and can be a
 static field of a Flax module.
@@ -42,7 +43,8 @@ class ConvMixerConfig:
   """BaseConv mixer dict (`mixer` in the released configs).
 
   `kernel_sizes` of the upstream dict is ignored by upstream (the kernel stays 3); it is kept in
-  `extra` only so that `to_dict` round-trips. The real kernel size is `BasedConfig.conv_kernel_size`.
+  `extra` only so that `to_dict` round-trips. The real kernel size is
+  `BasedConfig.conv_kernel_size`.
   """
 
   target: str = _CONV_TARGET
@@ -264,7 +266,8 @@ class BasedConfig:
       if m is not None and not isinstance(
           m, (ConvMixerConfig, LinearAttentionMixerConfig, SlidingWindowMixerConfig)):
         fail(f"{name} must be a ConvMixerConfig, LinearAttentionMixerConfig, "
-             f"SlidingWindowMixerConfig or None; got {type(m).__name__} (use from_hf_dict for dicts)")
+             f"SlidingWindowMixerConfig or None; got {type(m).__name__} "
+             "(use from_hf_dict for dicts)")
 
     # Upstream features this port does not implement: refuse instead of computing something else.
     if self.activation_function != "swiglu":

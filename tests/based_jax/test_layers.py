@@ -78,7 +78,8 @@ def window_allowed(length, w, key_valid=None):
   i = np.arange(length)[:, None]
   j = np.arange(length)[None, :]
   allowed = (j <= i) & (j >= i - w)  # [L, L]
-  allowed = np.broadcast_to(allowed, (1 if key_valid is None else key_valid.shape[0],) + allowed.shape)
+  batch = 1 if key_valid is None else key_valid.shape[0]
+  allowed = np.broadcast_to(allowed, (batch,) + allowed.shape)  # [B, L, L]
   if key_valid is not None:
     allowed = allowed & key_valid[:, None, :]
   return allowed

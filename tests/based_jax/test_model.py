@@ -23,7 +23,7 @@ CONFIGS = {
 
 @functools.lru_cache(maxsize=None)
 def init_params(cfg, seed=0, length=8):
-  """Params of BasedLM(cfg), cached per (cfg, seed): jax arrays are immutable, so sharing is safe."""
+  """Params of BasedLM(cfg), cached per (cfg, seed) (jax arrays are immutable)."""
   model = BasedLM(cfg)
   ids = jnp.zeros((1, length), jnp.int32)
   params = jinit(model, seed, ids)
