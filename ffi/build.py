@@ -1,6 +1,6 @@
 """Compile the CUDA kernel into the shared library that the XLA FFI loads.
 
-Usage (one command; needs nvcc >= 12.4 and jaxlib's FFI headers, no GPU):
+Usage (one command; needs nvcc with sm_90a support and jaxlib's FFI headers, no GPU):
 
     python -m ffi.build [--out DIR] [--nvcc PATH]
 
