@@ -84,9 +84,16 @@ def np_forward(cfg, params, ids):
   return hf @ emb.T
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+# The released head dims: Dh 64 (based-360m) and 112 (based-1b), with 2 heads to stay small.
+RELEASED_HEAD_DIMS = {
+    "based-dh64": BasedConfig.tiny(n_embd=128, n_head=2, n_layer=3, window_size=10),
+    "based-dh112": BasedConfig.tiny(n_embd=224, n_head=2, n_layer=3, window_size=10),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS) + list(RELEASED_HEAD_DIMS))
 def test_forward_vs_numpy_float64(name):
-  cfg = CONFIGS[name]
+  cfg = {**CONFIGS, **RELEASED_HEAD_DIMS}[name]
   params = init_params(cfg, seed=1)
   ids = random_ids(cfg, (2, 23), seed=2)  # odd length, longer than the SWA window
   logits = japply(BasedLM(cfg), params, ids)
