@@ -151,13 +151,21 @@ def plot(results, out_dir, heads):
   ]
   for suffix, rows, key, title in groups:
     rows = sorted(rows, key=lambda r: r[key])
-    if not rows:
+    if len(rows) < 2:        # a sweep with fewer than two measured shapes makes no plot
       continue
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     panel(ax, rows, key, "Based linear attention forward, H200: " + title)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, f"kernels_{suffix}.png"), dpi=120)
     plt.close(fig)
+
+
+def replot(json_path, out_dir):
+  """Re-draws the PNGs from a kernels.json written earlier (no GPU needed)."""
+  with open(json_path) as f:
+    data = json.load(f)
+  heads = data["results"][0]["H"] if data["results"] else 16
+  plot(data["results"], out_dir, heads)
 
 
 def main(argv=None):
@@ -174,7 +182,12 @@ def main(argv=None):
                       help="skip an impl at a shape when one call takes longer than this")
   parser.add_argument("--smoke", action="store_true",
                       help="tiny shapes (for checking the script, e.g. on a CPU)")
+  parser.add_argument("--replot", metavar="JSON",
+                      help="only redraw the PNGs from this kernels.json into --out-dir")
   args = parser.parse_args(argv)
+  if args.replot:
+    replot(args.replot, args.out_dir)
+    return
   impls = [i for i in args.impls.split(",") if i]
   for i in impls:
     if i not in IMPLS:
