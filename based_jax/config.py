@@ -439,8 +439,10 @@ class BasedConfig:
     if not isinstance(d, dict):
       raise ValueError(f"BasedConfig.from_hf_dict: d must be a dict; got {type(d).__name__}")
     d = dict(d)
+    # GPT2Config applies aliased kwargs (e.g. max_position_embeddings) after its named arguments,
+    # so when config.json has both spellings the alias wins.
     for alias, name in _HF_ALIASES.items():
-      if alias in d and name not in d:
+      if alias in d:
         d[name] = d[alias]
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(overrides) - fields

@@ -143,3 +143,12 @@ def test_tiny_mixers_are_dataclasses():
   assert isinstance(c.alt_mixer_2, SlidingWindowMixerConfig)
   with pytest.raises(Exception):
     c.n_embd = 3  # frozen
+
+
+def test_alias_wins_when_config_json_has_both_spellings():
+  # GPT2Config sets aliased kwargs after its named ones: max_position_embeddings=0 beats
+  # n_positions=2048, which is how the released Based configs switch position embeddings off.
+  d = BasedConfig.based_360m().to_dict()
+  d["n_positions"] = 2048
+  d["max_position_embeddings"] = 0
+  assert BasedConfig.from_hf_dict(d).n_positions == 0
