@@ -14,8 +14,6 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
-import numpy as np
-
 from based_jax.evaluation import metrics, prompts
 from based_jax.evaluation.data import Example
 from based_jax.generation import generate
@@ -76,16 +74,6 @@ def build_prompt(example: Example, protocol: str, tokenizer,
   raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  length = max(len(r) for r in rows)
-  ids = np.full((len(rows), length), pad_id, np.int32)  # [B, L]
-  mask = np.zeros((len(rows), length), np.int32)  # [B, L]
-  for i, r in enumerate(rows):
-    ids[i, length - len(r):] = r
-    mask[i, length - len(r):] = 1
-  return ids, mask
-
-
 def evaluate(model, params, tokenizer, examples: Sequence[Example], *, task: str,
              protocol: str = "lm-eval", batch_size: int = 8,
              max_new_tokens: int = MAX_NEW_TOKENS,
@@ -119,9 +107,9 @@ def evaluate(model, params, tokenizer, examples: Sequence[Example], *, task: str
   batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
   bar = tqdm(batches, desc=f"{model_name} {task}/{protocol}", unit="batch", disable=not progress)
   for batch in bar:
-    rows = [encoded[i] for i in batch]
-    rows += [rows[-1]] * (batch_size - len(rows))  # same shape for every call
-    ids, mask = _left_pad(rows, tokenizer.pad_token_id)
+    texts_in = [built[i][0] for i in batch]
+    texts_in += [texts_in[-1]] * (batch_size - len(batch))  # same shape for every call
+    ids, mask = tokenizer.encode_batch(texts_in)  # [B, L] left-padded, mask 0 at pads
     t0 = time.perf_counter()
     out = generate(model, params, ids, mask, max_new_tokens=max_new_tokens, eos_token_id=eos,
                    pad_token_id=tokenizer.pad_token_id, stop_strings=stops, tokenizer=tokenizer,
