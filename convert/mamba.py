@@ -108,13 +108,15 @@ def _infer(hf: dict, src: Mapping[str, TensorRef]) -> tuple[int, dict]:
     seen["dt_rank"] = shapes["mixer.dt_proj.weight"][1]
   seen["conv_bias"] = _first(src, "mixer.conv1d.bias") is not None
   seen["bias"] = _first(src, "mixer.in_proj.bias") is not None
+  defaults = {"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": -(-width // 16),
+              "conv_bias": True, "bias": False}  # upstream Mamba.__init__ (dt_rank "auto")
   for name, value in seen.items():
-    stated = ssm.get(name)
-    if name == "dt_rank" and stated in (None, "auto"):
-      stated = -(-width // 16)
-    if stated is not None and stated != value:
-      problems.append(f"ssm_cfg.{name}={ssm.get(name)!r} but the tensors say {value}")
-    ssm[name] = value
+    stated = ssm.get(name, defaults[name])
+    if name == "dt_rank" and stated == "auto":
+      stated = defaults[name]
+    if stated != value:
+      problems.append(f"ssm_cfg.{name}={ssm.get(name, '(default) ' + str(defaults[name]))} but "
+                      f"the tensors say {value}")
   if problems:
     raise ConfigMismatchError("config.json does not belong to these Mamba weights: "
                               + "; ".join(problems))

@@ -191,3 +191,51 @@ def test_backbone_keys_with_a_based_config_are_treated_as_mamba(tmp_path):
   bad = {"n_embd": 32, "n_layer": 2, "vocab_size": 97}
   with pytest.raises(CheckpointError, match="Mamba"):
     convert_checkpoint(_write(tmp_path, bad, sd), tmp_path / "out", progress=False)
+
+
+def test_mamba_360m_layout_plans_without_reading_data():
+  """The full-size hub layout (46 layers, vocab 50277 -> 50288) maps completely; no tensor is
+  read (the refs would raise), so this checks names and shapes of the real model cheaply."""
+  from convert import torch_to_flax  # pylint: disable=import-outside-toplevel
+  from convert.readers import TensorRef  # pylint: disable=import-outside-toplevel
+
+  config = tm.mamba_360m_hub_config()
+  with torch.device("meta"):
+    meta = tm.MambaLMRef(config)
+
+  def never():
+    raise AssertionError("plan_conversion must not read tensor data")
+
+  refs = {k: TensorRef(tuple(v.shape), "float32", never) for k, v in meta.state_dict().items()}
+  plan = torch_to_flax.plan_conversion(config, refs)
+  assert plan.config == MambaConfig.mamba_360m(vocab_size_padded=50288).replace(
+      extra=plan.config.extra)
+  assert len(plan.steps) == 2 + 46 * 10
+  assert sum(int(np.prod(s.shape)) for s in plan.steps) == 358_190_080
+  assert plan.tied_check == ("backbone.embedding.weight", "lm_head.weight")
+  fp32 = {s.flax_path.rsplit("/", 1)[-1] for s in plan.steps if s.keep_fp32}
+  assert fp32 == {"A_log", "D"}
+
+
+def test_upstream_defaults_are_checked_against_the_tensors(tmp_path):
+  """No conv1d bias in the weights but ssm_cfg leaves conv_bias at its upstream default True."""
+  config, _ = CASES["default"]
+  sd = {k: v for k, v in tm.build_model(config, seed=0).state_dict().items()
+        if not k.endswith("conv1d.bias")}
+  with pytest.raises(ConfigMismatchError, match=r"ssm_cfg.conv_bias=\(default\) True but the "
+                     "tensors say False"):
+    convert_checkpoint(_write(tmp_path, config, sd), tmp_path / "out", progress=False)
+  # stated in config.json, the same weights convert and run without a conv bias
+  ok = {**config, "ssm_cfg": {"conv_bias": False}}
+  convert_checkpoint(_write(tmp_path, ok, sd), tmp_path / "out", progress=False)
+  model, params = from_pretrained(tmp_path / "out")
+  assert "bias" not in params["backbone"]["layers_0"]["mixer"]["conv1d"]
+  ref = tm.build_model(config, seed=0)
+  ref.load_state_dict(sd, strict=False)
+  for layer in ref.backbone.layers:
+    layer.mixer.conv1d.bias = None
+  ids = np.random.default_rng().integers(0, 97, (1, 9))
+  with torch.no_grad():
+    want = ref.double()(torch.from_numpy(ids)).numpy()
+  got = np.asarray(model.apply({"params": params}, jnp.asarray(ids, jnp.int32)))
+  assert rel_err(got, want) <= 1e-5

@@ -106,7 +106,9 @@ class Mamba(nn.Module):
     conv_state, s = state
     x, z = self.in_proj(h[:, 0]).chunk(2, dim=-1)  # [B, C] each
     conv_state = torch.cat([conv_state[..., 1:], x[..., None]], dim=-1)  # [B, C, K]
-    x = (conv_state * self.conv1d.weight[:, 0, :]).sum(-1) + self.conv1d.bias  # [B, C]
+    x = (conv_state * self.conv1d.weight[:, 0, :]).sum(-1)  # [B, C]
+    if self.conv1d.bias is not None:
+      x = x + self.conv1d.bias
     x = F.silu(x)[:, None]  # [B, 1, C]
     delta, bm, cm = self._ssm_inputs(x)
     y, s = self._scan(x, delta, bm, cm, s)
