@@ -2,6 +2,7 @@
 
 Times, on the same bf16 inputs (q, k [B, L, H, 16], v [B, L, H, 64]):
   pallas         pallas_kernels.linear_attention (Mosaic GPU), normalize=False
+  pallas_waves   the same with KernelConfig(planner="waves") (opt-in: --impls pallas,pallas_waves)
   ffi            ffi.linear_attention (CUDA via the XLA FFI), when ffi.unavailable_reason is None
   xla_chunked    based_jax.ops.linear_attention(impl="chunked")
   fla_parallel   fla.ops.based.parallel_based(use_norm=False)      (fla-core, PyTorch + Triton)
@@ -27,17 +28,19 @@ from benchmarks import common
 BATCH_SWEEP = [(b, 8192) for b in (1, 4, 16, 64, 128, 256)]
 LENGTH_SWEEP = [(16, n) for n in (1024, 2048, 4096, 8192, 16384, 32768, 65536)]
 LONG_SWEEP = [(1, n) for n in (8192, 16384, 32768, 65536, 131072)]
-IMPLS = ("pallas", "ffi", "xla_chunked", "fla_parallel", "fla_chunk")
+IMPLS = ("pallas", "pallas_waves", "ffi", "xla_chunked", "fla_parallel", "fla_chunk")
+DEFAULT_IMPLS = ("pallas", "ffi", "xla_chunked", "fla_parallel", "fla_chunk")
 
 
 def _jax_impl(name):
   import jax  # pylint: disable=g-import-not-at-top
 
-  if name == "pallas":
-    import pallas_kernels  # pylint: disable=g-import-not-at-top
-    fn = lambda q, k, v: pallas_kernels.linear_attention(q, k, v, normalize=False, eps=1e-12,
-                                                         initial_state=None)
-    return jax.jit(fn), pallas_kernels.unavailable_reason
+  if name in ("pallas", "pallas_waves"):
+    from pallas_kernels import based_attention  # pylint: disable=g-import-not-at-top
+    config = based_attention.KernelConfig(planner="waves" if name == "pallas_waves" else "fill")
+    fn = lambda q, k, v: based_attention.linear_attention(
+        q, k, v, normalize=False, eps=1e-12, initial_state=None, config=config)
+    return jax.jit(fn), based_attention.unavailable_reason
   if name == "ffi":
     import ffi  # pylint: disable=g-import-not-at-top
     fn = lambda q, k, v: ffi.linear_attention(q, k, v, normalize=False, eps=1e-12,
@@ -172,8 +175,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out-dir", default="benchmarks/results", help="where JSON and PNGs go")
-  parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated subset of " +
-                      ",".join(IMPLS))
+  parser.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
+                      help="comma-separated subset of " + ",".join(IMPLS))
   parser.add_argument("--sweeps", default="batch,length,long",
                       help="comma-separated subset of batch,length,long")
   parser.add_argument("--heads", type=int, default=16)

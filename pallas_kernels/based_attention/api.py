@@ -32,11 +32,26 @@ def _divisors(n: int) -> list[int]:
   return [d for d in range(1, n + 1) if n % d == 0]
 
 
+STATE_PASS_COST = 0.5   # a state-only chunk costs about half a full chunk (FLOP count)
+
+
+def segment_cost(batch: int, heads: int, num_chunks: int, segments: int, slots: int) -> float:
+  """Estimated time in full-chunk steps of one block: waves of blocks x chunks per block."""
+  seg_chunks = num_chunks // segments
+  waves = -(-batch * heads * segments // slots)
+  if segments == 1:
+    return float(waves * seg_chunks)
+  return waves * seg_chunks * (1.0 + STATE_PASS_COST)
+
+
 def plan_segments(batch: int, heads: int, num_chunks: int, config: KernelConfig) -> int:
   """Number of equal segments (a divisor of num_chunks) to split each sequence into."""
-  want = -(-config.target_blocks // (batch * heads))
   limit = max(1, num_chunks // config.min_segment_chunks)
   options = [d for d in _divisors(num_chunks) if d <= limit]
+  if config.planner == "waves":
+    cost = lambda d: segment_cost(batch, heads, num_chunks, d, config.target_blocks)
+    return min(options, key=lambda d: (cost(d), d))
+  want = -(-config.target_blocks // (batch * heads))
   bigger = [d for d in options if d >= want]
   return min(bigger) if bigger else max(options)
 

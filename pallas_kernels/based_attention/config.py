@@ -15,12 +15,19 @@ class KernelConfig:
     thread blocks (2 per SM on a 132-SM H200), so that small batches fill the chip.
   min_segment_chunks: never split the sequence into segments shorter than this many chunks.
   max_concurrent_steps: TMA pipeline depth.
+  planner: how the number of segments is chosen (api.plan_segments):
+    "fill"  - the smallest divisor of the chunk count with B * H * segments >= target_blocks
+              (measured on the H200, benchmarks/results/kernels.json);
+    "waves" - the divisor with the fewest estimated block-waves of work, counting the state-only
+              first pass as half a chunk per chunk (target_blocks = concurrent blocks). Not yet
+              measured on a GPU; it avoids e.g. the two passes "fill" picks at B * H = 256.
   """
 
   max_value_block: int = 64
   target_blocks: int = 264
   min_segment_chunks: int = 4
   max_concurrent_steps: int = 2
+  planner: str = "fill"
 
   def __post_init__(self):
     if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
@@ -31,6 +38,8 @@ class KernelConfig:
       raise ValueError(
           "KernelConfig.target_blocks and min_segment_chunks must be >= 1; got "
           f"{self.target_blocks}, {self.min_segment_chunks}")
+    if self.planner not in ("fill", "waves"):
+      raise ValueError(f"KernelConfig.planner must be 'fill' or 'waves'; got {self.planner!r}")
     if self.max_concurrent_steps < 1:
       raise ValueError(
           f"KernelConfig.max_concurrent_steps must be >= 1; got {self.max_concurrent_steps}")

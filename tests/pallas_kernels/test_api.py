@@ -68,6 +68,21 @@ def test_plan_segments(batch, heads, chunks):
     assert batch * heads * nseg >= config.target_blocks
 
 
+@pytest.mark.parametrize("batch,heads,chunks", [(1, 16, 128), (16, 16, 128), (1, 1, 7),
+                                                 (3, 5, 2048), (256, 16, 128), (4, 16, 1024)])
+def test_waves_planner_picks_the_cheapest_divisor(batch, heads, chunks):
+  config = KernelConfig(planner="waves")
+  nseg = api.plan_segments(batch, heads, chunks, config)
+  assert chunks % nseg == 0
+  cost = lambda d: api.segment_cost(batch, heads, chunks, d, config.target_blocks)
+  allowed = [d for d in range(1, chunks + 1)
+             if chunks % d == 0 and (d == 1 or chunks // d >= config.min_segment_chunks)]
+  assert cost(nseg) == min(cost(d) for d in allowed)
+  # At these shapes, B * H >= target_blocks means one segment per (b, h).
+  if batch * heads >= config.target_blocks:
+    assert cost(1) <= cost(nseg) and nseg == 1
+
+
 @pytest.mark.parametrize("dv", [16, 64, 112, 128, 192, 256])
 def test_value_blocks_cover_dv(dv):
   blocks = api.value_blocks(dv, KernelConfig())
@@ -81,6 +96,8 @@ def test_config_rejects_bad_values():
     KernelConfig(max_value_block=40)
   with pytest.raises(ValueError, match="max_concurrent_steps"):
     KernelConfig(max_concurrent_steps=0)
+  with pytest.raises(ValueError, match="planner"):
+    KernelConfig(planner="greedy")
 
 
 def test_grad_flows_through_custom_vjp():
