@@ -22,7 +22,7 @@ import numpy as np
 
 from based_jax.ops.state import EXPANDED_DIM, FEATURE_DIM, LinearAttentionState
 from based_jax.ops.validation import check_linear_attention_args
-from pallas_kernels.based_attention import features, kernel
+from pallas_kernels.based_attention import features, kernel, reference
 from pallas_kernels.based_attention.config import CHUNK, KernelConfig
 
 MAX_VALUE_DIM = 256
@@ -134,13 +134,18 @@ def _kernel_init(s_start, ks_start):
   return (s_hi, s_lo, ks_hi, ks_lo), (as_f32(s_hi, s_lo), as_f32(ks_hi, ks_lo))
 
 
+BACKENDS = {"kernel": kernel.segment_call, "reference": reference.segment_call}
+
+
 @functools.partial(jax.jit, static_argnames=("normalize", "eps", "config", "has_initial_state",
-                                             "interpret"))
+                                             "interpret", "backend"))
 def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelConfig,
-            has_initial_state: bool = True, interpret=None):
+            has_initial_state: bool = True, interpret=None, backend: str = "kernel"):
   """Kernel forward. kv0 [B, H, 273, Dv] f32 and ks0 [B, H, 273] f32 (zeros for no state).
 
   has_initial_state=False promises kv0 = ks0 = 0 and skips their product in single-pass runs.
+  backend: "kernel" (Mosaic GPU; CPU interpreter with `interpret`) or "reference" (the pure-JAX
+  mirror in reference.py, any platform).
 
   Returns (out [B, L, H, Dv] bf16, kv [B, H, 273, Dv] f32, k_state [B, H, 273] f32).
   """
@@ -156,12 +161,13 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   s0, ks0_psi = _to_psi(kv0.astype(jnp.float32), ks0.astype(jnp.float32))
   common = dict(num_segments=nseg, normalize=normalize, eps=float(eps),
                 max_concurrent_steps=config.max_concurrent_steps, interpret=interpret)
+  segment_call = BACKENDS[backend]
 
   outs, states, ks_sum = [], [], None
   for col0, ncols in value_blocks(dv, config):
     s0_block = s0[..., col0:col0 + ncols]                                # [B, H, 192, n]
     if nseg > 1:
-      seg_s, seg_ks = kernel.segment_call(
+      seg_s, seg_ks = segment_call(
           q, k, v, mats, col0=col0, ncols=ncols, emit_output=False, emit_state=True, **common)
       seg_s = seg_s.reshape(batch, heads, nseg, features.PSI_DIM, ncols)  # [B, H, S, 192, n]
       seg_ks = seg_ks.reshape(batch, heads, nseg, features.PSI_DIM, 16)[..., 0]  # [B, H, S, 192]
@@ -170,7 +176,7 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
       start_s = s0_block[:, :, None] + incl_s - seg_s                    # [B, H, S, 192, n]
       start_ks = ks0_psi[:, :, None] + incl_ks - seg_ks                  # [B, H, S, 192]
       init, _ = _kernel_init(start_s, start_ks)
-      (out,) = kernel.segment_call(
+      (out,) = segment_call(
           q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=False,
           **common)
       states.append(incl_s[:, :, -1])                                    # [B, H, 192, n]
@@ -179,7 +185,7 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
       init, init_f32 = None, (0.0, 0.0)
       if has_initial_state:
         init, init_f32 = _kernel_init(s0_block[:, :, None], ks0_psi[:, :, None])
-      out, end_s, end_ks = kernel.segment_call(
+      out, end_s, end_ks = segment_call(
           q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=True,
           **common)
       # The kernel's accumulators started at the (hi + lo) initial state: keep only the sums.
@@ -211,19 +217,22 @@ def _xla_reference(q, k, v, kv0, ks0, normalize, eps):
   return out, state.kv, state.k_state
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
-def _attention(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
+def _attention(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret, backend):
   return forward(q, k, v, kv0, ks0, normalize=normalize, eps=eps, config=config,
-                 has_initial_state=has_initial_state, interpret=interpret)
+                 has_initial_state=has_initial_state, interpret=interpret, backend=backend)
 
 
-def _attention_fwd(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret):
-  outs = _attention(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret)
+def _attention_fwd(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret,
+                   backend):
+  outs = _attention(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret,
+                    backend)
   return outs, (q, k, v, kv0, ks0)
 
 
-def _attention_bwd(normalize, eps, config, has_initial_state, interpret, residuals, cotangents):
-  del config, has_initial_state, interpret
+def _attention_bwd(normalize, eps, config, has_initial_state, interpret, backend, residuals,
+                   cotangents):
+  del config, has_initial_state, interpret, backend
   _, vjp = jax.vjp(functools.partial(_xla_reference, normalize=normalize, eps=eps), *residuals)
   return vjp(cotangents)
 
@@ -234,23 +243,29 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 def linear_attention(q, k, v, *, normalize: bool, eps: float = 1e-12,
                      initial_state: LinearAttentionState | None = None,
                      config: KernelConfig = KernelConfig(),
-                     interpret=None) -> tuple[jax.Array, LinearAttentionState]:
+                     interpret=None,
+                     backend: str = "kernel") -> tuple[jax.Array, LinearAttentionState]:
   """Causal Based linear attention on the Mosaic GPU kernel (Hopper); see docs/design.md.
 
   q, k: [B, L, H, 16] bf16; v: [B, L, H, Dv] bf16 (Dv a multiple of 16, <= 256).
   initial_state: LinearAttentionState(kv [B, H, 273, Dv] f32, k_state [B, H, 273] f32) or None.
   Returns (out [B, L, H, Dv] bf16, final LinearAttentionState in float32).
   interpret: a `plgpu.InterpretGPUParams` to run on the CPU interpreter (tests), else None.
+  backend: "kernel", or "reference" for the pure-JAX mirror of the kernel (tests, any platform).
   Raises ValueError naming the argument for bad shapes or dtypes, before any launch.
   """
   _check_kernel_args(q, k, v, normalize, eps, initial_state)
+  if backend not in BACKENDS:
+    raise ValueError(
+        f"pallas_kernels.linear_attention: backend must be one of {tuple(BACKENDS)}; "
+        f"got {backend!r}")
   batch, _, heads, _ = q.shape
   has_initial_state = initial_state is not None
   if initial_state is None:
     initial_state = LinearAttentionState.zeros(batch, heads, v.shape[-1])
   out, kv, ks = _attention(q, k, v, initial_state.kv.astype(jnp.float32),
                            initial_state.k_state.astype(jnp.float32), normalize, float(eps),
-                           config, has_initial_state, interpret)
+                           config, has_initial_state, interpret, backend)
   return out, LinearAttentionState(kv, ks)
 
 
