@@ -62,3 +62,18 @@ def prefill_state(rng, b: int, h: int, dv: int, length: int = 300):
   v = rng.standard_normal((b, length, h, dv))
   _, kv, ks = linear_attention_f64(k, k, v, normalize=False, eps=0.0)
   return kv, ks
+
+
+def random_case(rng, b: int, length: int, h: int, dv: int, with_state: bool):
+  """(q, k, v, kv0, ks0, state): fresh inputs and, if asked, a prefill initial state (kv0, ks0 as
+  float64 NumPy for the oracle, state as a float32 LinearAttentionState); else None x 3."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from based_jax.ops.state import LinearAttentionState  # pylint: disable=g-import-not-at-top
+
+  q, k, v = random_inputs(rng, b, length, h, dv)
+  if not with_state:
+    return q, k, v, None, None, None
+  kv0, ks0 = prefill_state(rng, b, h, dv)
+  state = LinearAttentionState(jnp.asarray(kv0, jnp.float32), jnp.asarray(ks0, jnp.float32))
+  return q, k, v, kv0, ks0, state

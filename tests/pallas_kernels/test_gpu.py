@@ -11,7 +11,7 @@ import pallas_kernels
 from based_jax.ops.chunked import chunked_linear_attention
 from based_jax.ops.state import LinearAttentionState
 from tests.pallas_kernels.numpy_reference import (
-    linear_attention_f64, prefill_state, random_inputs, rel_err)
+    linear_attention_f64, prefill_state, random_case, random_inputs, rel_err)
 
 pytestmark = pytest.mark.gpu
 TOL = 1e-2
@@ -49,11 +49,7 @@ def test_available_on_hopper():
 ])
 def test_matches_float64(b, length, h, dv, normalize, with_state):
   rng = np.random.default_rng()
-  q, k, v = random_inputs(rng, b, length, h, dv)
-  kv0 = ks0 = state = None
-  if with_state:
-    kv0, ks0 = prefill_state(rng, b, h, dv)
-    state = LinearAttentionState(jnp.asarray(kv0, jnp.float32), jnp.asarray(ks0, jnp.float32))
+  q, k, v, kv0, ks0, state = random_case(rng, b, length, h, dv, with_state)
   out, final = _run(q, k, v, state, normalize)
   _check(out, final, linear_attention_f64(q, k, v, normalize=normalize, eps=1e-6, kv0=kv0,
                                           ks0=ks0))

@@ -19,10 +19,8 @@ import numpy as np
 import pytest
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from based_jax.ops.state import LinearAttentionState
 from pallas_kernels.based_attention import KernelConfig, api
-from tests.pallas_kernels.numpy_reference import (
-    linear_attention_f64, prefill_state, random_inputs, rel_err)
+from tests.pallas_kernels.numpy_reference import linear_attention_f64, random_case, rel_err
 
 TOL = 1e-2
 
@@ -47,11 +45,7 @@ CASES = [
 @pytest.mark.parametrize("b,length,h,dv,normalize,with_state,min_seg", CASES)
 def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_state, min_seg):
   rng = np.random.default_rng()
-  q, k, v = random_inputs(rng, b, length, h, dv)
-  kv0 = ks0 = state = None
-  if with_state:
-    kv0, ks0 = prefill_state(rng, b, h, dv, length=37)
-    state = LinearAttentionState(jnp.asarray(kv0, jnp.float32), jnp.asarray(ks0, jnp.float32))
+  q, k, v, kv0, ks0, state = random_case(rng, b, length, h, dv, with_state)
   config = KernelConfig(min_segment_chunks=min_seg)
   try:
     out, final = api.linear_attention(q, k, v, normalize=normalize, eps=1e-6,

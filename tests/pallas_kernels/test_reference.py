@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from based_jax.ops.state import LinearAttentionState
 from pallas_kernels.based_attention import KernelConfig, api
 from tests.pallas_kernels.numpy_reference import (
-    linear_attention_f64, prefill_state, random_inputs, rel_err)
+    linear_attention_f64, random_case, random_inputs, rel_err)
 
 TOL = 1e-2
 
@@ -27,11 +26,7 @@ TOL = 1e-2
 ])
 def test_reference_backend_matches_float64(b, length, h, dv, normalize, with_state, planner):
   rng = np.random.default_rng()
-  q, k, v = random_inputs(rng, b, length, h, dv)
-  kv0 = ks0 = state = None
-  if with_state:
-    kv0, ks0 = prefill_state(rng, b, h, dv)
-    state = LinearAttentionState(jnp.asarray(kv0, jnp.float32), jnp.asarray(ks0, jnp.float32))
+  q, k, v, kv0, ks0, state = random_case(rng, b, length, h, dv, with_state)
   out, final = api.linear_attention(q, k, v, normalize=normalize, eps=1e-6, initial_state=state,
                                     config=KernelConfig(planner=planner, min_segment_chunks=1),
                                     backend="reference")
@@ -45,9 +40,7 @@ def test_reference_backend_matches_float64(b, length, h, dv, normalize, with_sta
 
 def test_reference_mirrors_interpreted_kernel():
   rng = np.random.default_rng()
-  q, k, v = random_inputs(rng, 1, 192, 1, 64)
-  kv0, ks0 = prefill_state(rng, 1, 1, 64)
-  state = LinearAttentionState(jnp.asarray(kv0, jnp.float32), jnp.asarray(ks0, jnp.float32))
+  q, k, v, _, _, state = random_case(rng, 1, 192, 1, 64, with_state=True)
   config = KernelConfig(min_segment_chunks=1)
   run = lambda **kw: api.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=state,
                                           config=config, **kw)
