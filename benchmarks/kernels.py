@@ -179,6 +179,8 @@ def main(argv=None):
                       help="comma-separated subset of " + ",".join(IMPLS))
   parser.add_argument("--sweeps", default="batch,length,long",
                       help="comma-separated subset of batch,length,long")
+  parser.add_argument("--shapes", default="",
+                      help="explicit BxL list instead of the sweeps, e.g. 256x8192,16x65536")
   parser.add_argument("--heads", type=int, default=16)
   parser.add_argument("--iterations", type=int, default=20, help="timed runs per point (>= 20)")
   parser.add_argument("--max-call-s", type=float, default=2.0,
@@ -201,6 +203,11 @@ def main(argv=None):
     for shape in sweeps[s]:
       if shape not in shapes:
         shapes.append(shape)
+  if args.shapes:
+    try:
+      shapes = [tuple(int(n) for n in item.split("x")) for item in args.shapes.split(",")]
+    except ValueError:
+      parser.error(f"--shapes must look like 256x8192,16x1024; got {args.shapes!r}")
   if args.smoke:
     shapes = [(1, 128), (2, 128)]
   os.makedirs(args.out_dir, exist_ok=True)
