@@ -3,9 +3,10 @@
 Forward of `linear_attention(q, k, v)` for q, k [B, L, H, 16] and v [B, L, H, Dv] bf16:
   1. L is padded with zero rows up to a multiple of 64 when needed (a zero key adds exactly the
      constant feature to the key sum and nothing to kv; that count is subtracted at the end, and
-     the padded output rows are sliced off).
+     the padded output rows are sliced off). This costs one XLA copy of q, k, v (and a slice of
+     the output) when L % 64 != 0; the kernel itself only sees whole chunks.
   2. The padded sequence is cut into `num_segments` equal segments so that B * H * segments
-     thread blocks fill the GPU. With several segments a first kernel pass writes each
+     thread blocks fill the GPU (`plan_segments`, KernelConfig.planner). With several segments a first kernel pass writes each
      segment's state sums, XLA takes their exclusive prefix sums, and a second pass computes the
      outputs of all segments in parallel, each starting from its prefix state. With one segment
      a single pass writes outputs and state.
@@ -157,7 +158,7 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
     widths = ((0, 0), (0, pad), (0, 0), (0, 0))
     q, k, v = (jnp.pad(x, widths) for x in (q, k, v))                    # [B, Lp, H, .]
   nseg = plan_segments(batch, heads, num_chunks, config)
-  mats = jnp.asarray(features.build_matrices(), jnp.bfloat16)            # [5, 16, 64]
+  mats = jnp.asarray(features.build_matrices(), jnp.bfloat16)            # [7, 16, 64]
   s0, ks0_psi = _to_psi(kv0.astype(jnp.float32), ks0.astype(jnp.float32))
   common = dict(num_segments=nseg, normalize=normalize, eps=float(eps),
                 max_concurrent_steps=config.max_concurrent_steps, interpret=interpret)
