@@ -179,9 +179,10 @@ def test_evaluate_three_models_lm_eval(setup, capsys):
 
 
 def test_evaluate_demo_protocol_counts_missing_answers(setup, capsys, tmp_path):
-  """demo: exactly 48 tokens, prefix match; the answer-less example is scored and counted."""
+  """demo: exactly 48 tokens, prefix match; the answer-less example is scored and counted.
+  Runs the CLI's default bfloat16 policy (params stored bf16, Mamba A_log / D float32)."""
   argv = ["--task", "fda", "--protocol", "demo", "--data", setup["data"], "--tokenizer",
-          setup["tok"], "--dtype", "float32", "--batch-size", "4", "--limit", "4",
+          setup["tok"], "--dtype", "bfloat16", "--batch-size", "4", "--limit", "4",
           "--no-progress", "--model", setup["dirs"]["mamba"], "--output", str(tmp_path / "p.jsonl"),
           "--summary", str(tmp_path / "s.json")]
   assert cli.main(argv) == 0

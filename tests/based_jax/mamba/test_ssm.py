@@ -61,8 +61,9 @@ def test_steps_continue_a_prefix_scan():
   want_y, want_h = numpy_scan(u, delta, a, b, c, d)
   _, h = ssm.selective_scan_chunked(*(jnp.asarray(x) for x in (u[:, :9], delta[:, :9], a,
                                                                 b[:, :9], c[:, :9], d)), chunk=4)
+  step = jax.jit(ssm.selective_scan_step)
   for t in range(9, 21):
-    y, h = ssm.selective_scan_step(jnp.asarray(u[:, t]), jnp.asarray(delta[:, t]), jnp.asarray(a),
+    y, h = step(jnp.asarray(u[:, t]), jnp.asarray(delta[:, t]), jnp.asarray(a),
                                    jnp.asarray(b[:, t]), jnp.asarray(c[:, t]), jnp.asarray(d), h)
     assert rel(y, want_y[:, t]) < 2e-6, t
   assert rel(h, want_h) < 2e-6
