@@ -21,7 +21,7 @@ EXIT_USAGE = 2
 TABLE_COLUMNS = (("model", "model"), ("task", "task"), ("protocol", "protocol"), ("n", "n"),
                  ("accuracy", "accuracy (%)"), ("total_s", "total time (s)"),
                  ("compile_s", "compile (s)"), ("tokens_per_s", "tokens/s"),
-                 ("missing_answers", "answer not in doc"))
+                 ("missing_answers", "answer not in doc"), ("truncated_prompts", "prompts cut"))
 
 
 class UsageError(Exception):
@@ -61,15 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
                  help=f"generated tokens per example (default {MAX_NEW_TOKENS})")
   p.add_argument("--context-length", type=int, default=1500, metavar="W",
                  help="demo protocol: tokens of document kept around the answer (default 1500)")
+  p.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
+                 help="keep the last N tokens of longer prompts (counted). Default: 2000 "
+                 "(= 2048 - 48, as the lm-eval harness) for lm-eval, no limit for demo; 0 = "
+                 "no limit")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   return p
 
 
 def _check_args(args) -> None:
+  if args.max_prompt_tokens is not None and args.max_prompt_tokens < 0:
+    raise UsageError(f"--max-prompt-tokens must be >= 0; got {args.max_prompt_tokens}")
   for name in ("limit", "batch_size", "max_new_tokens", "context_length"):
     value = getattr(args, name)
     if value is not None and value < 1:
       raise UsageError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+
+
+def _prompt_limit(value: int | None):
+  """--max-prompt-tokens: None -> protocol default ("auto"), 0 -> no limit, else N."""
+  if value is None:
+    return "auto"
+  return None if value == 0 else value
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
@@ -137,6 +150,7 @@ def run(args, out=None, err=None) -> list[dict]:
                                protocol=args.protocol, batch_size=args.batch_size,
                                max_new_tokens=args.max_new_tokens,
                                context_length=args.context_length, model_name=label,
+                               max_prompt_tokens=_prompt_limit(args.max_prompt_tokens),
                                progress=not args.no_progress)
     except ValueError as e:
       raise UsageError(f"{label}: {e}") from e
@@ -144,7 +158,8 @@ def run(args, out=None, err=None) -> list[dict]:
     rows.append(row)
     print(f"[based-jax evaluate] {label}: accuracy {100 * result.accuracy:.2f}% "
           f"({result.correct}/{result.n}); {result.total_s:.1f} s (compile {result.compile_s:.1f} s); "
-          f"{result.tokens_per_s:.1f} tokens/s; answer not in document: {result.missing_answers}",
+          f"{result.tokens_per_s:.1f} tokens/s; answer not in document: {result.missing_answers}; "
+          f"prompts cut: {result.truncated_prompts}",
           file=err)
     for p in result.predictions:
       pred_lines.append(json.dumps({"model": label, "task": args.task, "protocol": args.protocol,

@@ -116,12 +116,13 @@ def setup(tmp_path_factory):
           "docs": docs}
 
 
-def reference_continuation(ref, tokenizer, prompt: str, num_new: int) -> str:
-  """Torch greedy tokens, cut at EOS, decoded, cut at the first newline."""
-  ids = torch.tensor([tokenizer.encode(prompt)])
+def reference_continuation(ref, tokenizer, prompt: str, num_new: int,
+                           keep_last: int | None = None) -> str:
+  """Torch greedy tokens from the prompt (its last `keep_last` tokens), decoded with special
+  tokens kept (the harness does not stop at EOS), cut at the first newline."""
+  ids = tokenizer.encode(prompt)
+  ids = torch.tensor([ids[-keep_last:] if keep_last else ids])
   tokens = ref.generate_greedy(ids, num_new)[0].tolist()
-  if tokenizer.eos_token_id in tokens:
-    tokens = tokens[:tokens.index(tokenizer.eos_token_id)]
   return tokenizer.decode(tokens).split("\n")[0]
 
 
@@ -175,6 +176,7 @@ def test_evaluate_three_models_lm_eval(setup, capsys):
     if name == "mamba":
       assert mine[-1]["correct"], "the example built from the reference's answer must score"
     assert row["total_s"] > 0 and row["tokens_per_s"] > 0 and row["missing_answers"] == 0
+    assert row["truncated_prompts"] == 0  # every fixture prompt is far below 2000 tokens
   assert len({p["prediction"] for p in preds}) > 3  # outputs depend on model and document
 
 
@@ -193,8 +195,31 @@ def test_evaluate_demo_protocol_counts_missing_answers(setup, capsys, tmp_path):
   assert [p["answer_found"] for p in sorted(preds, key=lambda p: p["index"])] == [
       True, True, True, False]
   assert row["new_tokens"] == 4 * 48  # no EOS / newline stop in the demo protocol
+  assert row["truncated_prompts"] == 0
   for p in preds:
     assert p["correct"] == p["prediction"].lower().strip().startswith(p["value"].lower().strip())
+
+
+def test_long_prompts_keep_their_last_tokens(setup, capsys, tmp_path):
+  """--max-prompt-tokens 20: every prompt is cut to its last 20 tokens (as the harness cuts to
+  2000) and counted; predictions equal the torch reference run on those 20 tokens."""
+  docs = setup["docs"][:3]
+  argv = ["--task", "swde", "--data", setup["data"], "--tokenizer", setup["tok"], "--dtype",
+          "float32", "--batch-size", "3", "--limit", "3", "--max-prompt-tokens", "20",
+          "--no-progress", "--model", setup["dirs"]["attn"], "--output", str(tmp_path / "p.jsonl"),
+          "--summary", str(tmp_path / "s.json")]
+  assert cli.main(argv) == 0
+  capsys.readouterr()
+  (row,) = json.loads((tmp_path / "s.json").read_text())
+  assert row["truncated_prompts"] == 3
+  tokenizer = load_tokenizer(setup["tok"])
+  preds = sorted((json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()),
+                 key=lambda p: p["index"])
+  for p, doc in zip(preds, docs):
+    assert p["truncated"] and p["prompt_tokens"] > 20
+    want = reference_continuation(setup["refs"]["attn"], tokenizer,
+                                  prompts.lm_eval_prompt(doc["text"], doc["key"]), 48, keep_last=20)
+    assert p["prediction"] == want
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -202,6 +227,7 @@ def test_evaluate_demo_protocol_counts_missing_answers(setup, capsys, tmp_path):
     (["--model", "a=x", "--model", "a=y"], "labels must be distinct"),
     (["--data", "/nonexistent/d.jsonl"], "no such file"),
     (["--model", "=x"], "expected LABEL=PATH"),
+    (["--max-prompt-tokens", "-1"], "--max-prompt-tokens must be >= 0"),
 ])
 def test_cli_usage_errors_exit_2(setup, capsys, argv, match):
   base = ["--task", "swde", "--tokenizer", setup["tok"], "--data", setup["data"]]
