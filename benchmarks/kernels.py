@@ -3,6 +3,7 @@
 Times, on the same bf16 inputs (q, k [B, L, H, 16], v [B, L, H, 64]):
   pallas         pallas_kernels.linear_attention (Mosaic GPU), normalize=False
   pallas_waves   the same with KernelConfig(planner="waves") (opt-in: --impls pallas,pallas_waves)
+  pallas_fast    KernelConfig(planner="waves", key_sums="xla") (opt-in, like pallas_waves)
   ffi            ffi.linear_attention (CUDA via the XLA FFI), when ffi.unavailable_reason is None
   xla_chunked    based_jax.ops.linear_attention(impl="chunked")
   fla_parallel   fla.ops.based.parallel_based(use_norm=False)      (fla-core, PyTorch + Triton)
@@ -28,16 +29,19 @@ from benchmarks import common
 BATCH_SWEEP = [(b, 8192) for b in (1, 4, 16, 64, 128, 256)]
 LENGTH_SWEEP = [(16, n) for n in (1024, 2048, 4096, 8192, 16384, 32768, 65536)]
 LONG_SWEEP = [(1, n) for n in (8192, 16384, 32768, 65536, 131072)]
-IMPLS = ("pallas", "pallas_waves", "ffi", "xla_chunked", "fla_parallel", "fla_chunk")
+IMPLS = ("pallas", "pallas_waves", "pallas_fast", "ffi", "xla_chunked", "fla_parallel",
+         "fla_chunk")
 DEFAULT_IMPLS = ("pallas", "ffi", "xla_chunked", "fla_parallel", "fla_chunk")
 
 
 def _jax_impl(name):
   import jax  # pylint: disable=g-import-not-at-top
 
-  if name in ("pallas", "pallas_waves"):
+  if name in ("pallas", "pallas_waves", "pallas_fast"):
     from pallas_kernels import based_attention  # pylint: disable=g-import-not-at-top
-    config = based_attention.KernelConfig(planner="waves" if name == "pallas_waves" else "fill")
+    config = based_attention.KernelConfig(
+        planner="fill" if name == "pallas" else "waves",
+        key_sums="xla" if name == "pallas_fast" else "kernel")
     fn = lambda q, k, v: based_attention.linear_attention(
         q, k, v, normalize=False, eps=1e-12, initial_state=None, config=config)
     return jax.jit(fn), based_attention.unavailable_reason

@@ -6,8 +6,8 @@ Forward of `linear_attention(q, k, v)` for q, k [B, L, H, 16] and v [B, L, H, Dv
      the padded output rows are sliced off). This costs one XLA copy of q, k, v (and a slice of
      the output) when L % 64 != 0; the kernel itself only sees whole chunks.
   2. The padded sequence is cut into `num_segments` equal segments so that B * H * segments
-     thread blocks fill the GPU (`plan_segments`, KernelConfig.planner). With several segments a first kernel pass writes each
-     segment's state sums, XLA takes their exclusive prefix sums, and a second pass computes the
+     thread blocks fill the GPU (`plan_segments`, KernelConfig.planner). With several segments
+     a first kernel pass writes each segment's state sums, XLA takes their exclusive prefix sums, and a second pass computes the
      outputs of all segments in parallel, each starting from its prefix state. With one segment
      a single pass writes outputs and state.
   3. Dv is processed in column blocks of at most `max_value_block` (64 + 48 for Dv = 112).
@@ -138,6 +138,30 @@ def _kernel_init(s_start, ks_start):
 BACKENDS = {"kernel": kernel.segment_call, "reference": reference.segment_call}
 
 
+def _psi_gather():
+  """(rows, a, b, scale) with psi_k row r summed over tokens = scale * (sum_t k_a k_b)."""
+  rows, first, second, scales = [], [], [], []
+  for d in range(9):
+    for a in range(features.FEATURE_DIM):
+      rows.append(16 * d + a)
+      first.append(a)
+      second.append((a + d) % features.FEATURE_DIM)
+      scales.append(0.125 if d in (0, 8) else 0.25)
+  return (np.array(rows), np.array(first), np.array(second), np.array(scales, np.float32))
+
+
+def key_sums_xla(k):
+  """sum_t psi_k(k_t) [B, H, 192] f32 from k [B, L, H, 16] through the Gram matrix."""
+  kf = k.astype(jnp.float32)
+  gram = jnp.einsum("blhf,blhg->bhfg", kf, kf, precision="highest")      # [B, H, 16, 16]
+  rows, a, b, scale = _psi_gather()
+  out = jnp.zeros(k.shape[:1] + k.shape[2:3] + (features.PSI_DIM,), jnp.float32)  # [B, H, 192]
+  out = out.at[..., rows].set(gram[..., a, b] * scale)
+  lin = features.LINEAR_ROW
+  out = out.at[..., lin:lin + features.FEATURE_DIM].set(0.5 * jnp.sum(kf, axis=1))
+  return out.at[..., features.CONST_ROW].set(float(k.shape[1]))
+
+
 @functools.partial(jax.jit, static_argnames=("normalize", "eps", "config", "has_initial_state",
                                              "interpret", "backend"))
 def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelConfig,
@@ -152,6 +176,8 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   """
   batch, length, heads, _ = q.shape
   dv = v.shape[-1]
+  kernel_ks = normalize or config.key_sums == "kernel"
+  xla_ks = None if kernel_ks else key_sums_xla(k)                       # [B, H, 192]
   num_chunks = -(-length // CHUNK)
   pad = num_chunks * CHUNK - length
   if pad:
@@ -161,17 +187,21 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   mats = jnp.asarray(features.build_matrices(), jnp.bfloat16)            # [7, 16, 64]
   s0, ks0_psi = _to_psi(kv0.astype(jnp.float32), ks0.astype(jnp.float32))
   common = dict(num_segments=nseg, normalize=normalize, eps=float(eps),
-                max_concurrent_steps=config.max_concurrent_steps, interpret=interpret)
+                max_concurrent_steps=config.max_concurrent_steps, key_sums=kernel_ks,
+                interpret=interpret)
   segment_call = BACKENDS[backend]
 
   outs, states, ks_sum = [], [], None
   for col0, ncols in value_blocks(dv, config):
     s0_block = s0[..., col0:col0 + ncols]                                # [B, H, 192, n]
     if nseg > 1:
-      seg_s, seg_ks = segment_call(
+      seg_s, *seg_ks = segment_call(
           q, k, v, mats, col0=col0, ncols=ncols, emit_output=False, emit_state=True, **common)
       seg_s = seg_s.reshape(batch, heads, nseg, features.PSI_DIM, ncols)  # [B, H, S, 192, n]
-      seg_ks = seg_ks.reshape(batch, heads, nseg, features.PSI_DIM, 16)[..., 0]  # [B, H, S, 192]
+      if seg_ks:
+        seg_ks = seg_ks[0].reshape(batch, heads, nseg, features.PSI_DIM, 16)[..., 0]
+      else:                   # key sums come from XLA; the second pass does not read them
+        seg_ks = jnp.zeros((batch, heads, nseg, features.PSI_DIM), jnp.float32)
       incl_s = jnp.cumsum(seg_s, axis=2)                                 # [B, H, S, 192, n]
       incl_ks = jnp.cumsum(seg_ks, axis=2)                               # [B, H, S, 192]
       start_s = s0_block[:, :, None] + incl_s - seg_s                    # [B, H, S, 192, n]
@@ -186,14 +216,15 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
       init, init_f32 = None, (0.0, 0.0)
       if has_initial_state:
         init, init_f32 = _kernel_init(s0_block[:, :, None], ks0_psi[:, :, None])
-      out, end_s, end_ks = segment_call(
+      out, end_s, *end_ks = segment_call(
           q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=True,
           **common)
       # The kernel's accumulators started at the (hi + lo) initial state: keep only the sums.
       seg_s = (end_s - init_f32[0]).reshape(batch, heads, features.PSI_DIM, ncols)
-      seg_ks = (end_ks - init_f32[1]).reshape(batch, heads, features.PSI_DIM, 16)[..., 0]
       states.append(seg_s)                                               # [B, H, 192, n]
-      ks_sum = seg_ks                                                    # [B, H, 192]
+      if end_ks:
+        end_ks = (end_ks[0] - init_f32[1]).reshape(batch, heads, features.PSI_DIM, 16)
+        ks_sum = end_ks[..., 0]                                          # [B, H, 192]
     outs.append(out)
 
   out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)  # [B, Lp, H, Dv]
@@ -202,11 +233,13 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   # The sums of this call convert to the 273 layout; the initial state is added as given (the
   # 273 layout is redundant, so a round trip through psi would symmetrize it).
   kv_psi = states[0] if len(states) == 1 else jnp.concatenate(states, axis=-1)  # [B, H, 192, Dv]
+  if not kernel_ks:
+    ks_sum = xla_ks                                                      # unpadded k: no pad rows
+  elif pad:
+    ks_sum = ks_sum.at[..., features.CONST_ROW].add(-float(pad))         # remove the pad rows
   kv, ks = _from_psi(kv_psi, ks_sum)
   kv = kv0.astype(jnp.float32) + kv                                      # [B, H, 273, Dv]
   ks = ks0.astype(jnp.float32) + ks                                      # [B, H, 273]
-  if pad:
-    ks = ks.at[..., 0].add(-float(pad))                                  # remove the pad rows
   return out, kv, ks
 
 

@@ -21,6 +21,11 @@ class KernelConfig:
     "waves" - the divisor with the fewest estimated block-waves of work, counting the state-only
               first pass as half a chunk per chunk (target_blocks = concurrent blocks). Not yet
               measured on a GPU; it avoids e.g. the two passes "fill" picks at B * H = 256.
+  key_sums: where the final k_state comes from when normalize=False (with normalize=True the
+    kernel always carries the key sums, which feed the denominator):
+    "kernel" - fp32 accumulators in the kernel (measured on the H200);
+    "xla"    - an XLA Gram-matrix reduction of k (sum k k^T, sum k, count), which frees the
+               kernel of 3 accumulators and their wgmmas. Not yet measured on a GPU.
   """
 
   max_value_block: int = 64
@@ -28,6 +33,7 @@ class KernelConfig:
   min_segment_chunks: int = 4
   max_concurrent_steps: int = 2
   planner: str = "fill"
+  key_sums: str = "kernel"
 
   def __post_init__(self):
     if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
@@ -40,6 +46,8 @@ class KernelConfig:
           f"{self.target_blocks}, {self.min_segment_chunks}")
     if self.planner not in ("fill", "waves"):
       raise ValueError(f"KernelConfig.planner must be 'fill' or 'waves'; got {self.planner!r}")
+    if self.key_sums not in ("kernel", "xla"):
+      raise ValueError(f"KernelConfig.key_sums must be 'kernel' or 'xla'; got {self.key_sums!r}")
     if self.max_concurrent_steps < 1:
       raise ValueError(
           f"KernelConfig.max_concurrent_steps must be >= 1; got {self.max_concurrent_steps}")

@@ -95,7 +95,7 @@ def _taylor_scores(q_smem, k_smem):
 
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
-                 max_concurrent_steps: int, interpret=None):
+                 max_concurrent_steps: int, key_sums: bool = True, interpret=None):
   """Runs the kernel over all (head, segment, batch) blocks for value columns [col0, col0+ncols).
 
   q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
@@ -105,8 +105,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     s_*: [B * H * num_segments, 3, 64, ncols], ks_*: [B * H * num_segments, 3, 64, 16] (the key
     sum repeated over 16 columns); block (b, h, seg) is row (b * H + h) * num_segments + seg.
     The accumulators start at hi + lo (added on the tensor cores as I @ hi + I @ lo).
+  key_sums: whether emit_state also returns the key sums (else the caller computes them).
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
-  accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and
+  accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and, if key_sums,
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal). (TMA takes at most 5 strided
   dimensions, so states are addressed by one flat block index.)
   """
@@ -118,13 +119,15 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         f"segment_call: q length {length} must be num_segments ({num_segments}) x a positive "
         f"multiple of {CHUNK}")
   load_init = init is not None
-  need_ks = normalize or emit_state      # key sums feed the denominator and the final state
+  emit_ks = emit_state and key_sums
+  need_ks = normalize or emit_ks         # key sums feed the denominator and the final state
   state_shape = (batch * heads * num_segments, _G, CHUNK)
   out_type = []
   if emit_output:
     out_type.append(jax.ShapeDtypeStruct((batch, length, heads, ncols), jnp.bfloat16))
   if emit_state:
     out_type.append(jax.ShapeDtypeStruct(state_shape + (ncols,), jnp.float32))
+  if emit_ks:
     out_type.append(jax.ShapeDtypeStruct(state_shape + (_ONES_COLS,), jnp.float32))
 
   def body(*refs):
@@ -139,8 +142,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     if emit_output:
       o_ref = refs.pop(0)
     if emit_state:
-      s_ref, ks_ref = refs[:2]
-      del refs[:2]
+      s_ref = refs.pop(0)
+    if emit_ks:
+      ks_ref = refs.pop(0)
     (mats_smem, phi_smem, p_smem, sb_smem, ksb_smem, ones_smem, o_smem, barriers) = refs
 
     h = lax.axis_index("h")
@@ -171,7 +175,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
       def store_bf16_state(s_accs, ks_accs):
         for g in range(_G):
           sb_smem[g] = s_accs[g][...].astype(jnp.bfloat16)
-          if need_ks:
+          if normalize:        # the bf16 key sums only feed the denominator
             ksb_smem[g] = ks_accs[g][...].astype(jnp.bfloat16)
         plgpu.commit_smem()
 
@@ -233,7 +237,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
       plgpu.wait_smem_to_gmem(0)
       if emit_state:
         pl.run_scoped(
-            functools.partial(_store_state, s_accs, ks_accs, s_ref.at[block], ks_ref.at[block]),
+            functools.partial(_store_state, s_accs, ks_accs if emit_ks else (),
+                              s_ref.at[block], None if ks_ref is None else ks_ref.at[block]),
             plgpu.SMEM((CHUNK, ncols), jnp.float32),
             plgpu.SMEM((CHUNK, _ONES_COLS), jnp.float32))
 
@@ -297,12 +302,15 @@ def _load_initial_state(init_refs, block, s_accs, ks_accs, identity_smem, barrie
 
 
 def _store_state(s_accs, ks_accs, s_gmem, ks_gmem, stage_s, stage_ks):
-  """Copies the fp32 state accumulators to GMEM [3, 64, n], one group at a time."""
+  """Copies the fp32 state accumulators to GMEM [3, 64, n], one group at a time (ks_accs may
+  be empty: then only s is stored)."""
   for g in range(_G):
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
     stage_s[...] = s_accs[g][...]
-    stage_ks[...] = ks_accs[g][...]
+    if ks_accs:
+      stage_ks[...] = ks_accs[g][...]
     plgpu.commit_smem()
     plgpu.copy_smem_to_gmem(stage_s, s_gmem.at[g])
-    plgpu.copy_smem_to_gmem(stage_ks, ks_gmem.at[g])
+    if ks_accs:
+      plgpu.copy_smem_to_gmem(stage_ks, ks_gmem.at[g])
   plgpu.wait_smem_to_gmem(0)

@@ -32,7 +32,7 @@ def psi(x, mats, side: str):
 
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
-                 max_concurrent_steps: int = 2, interpret=None):
+                 max_concurrent_steps: int = 2, key_sums: bool = True, interpret=None):
   """Same contract as kernel.segment_call (see there for shapes)."""
   del max_concurrent_steps, interpret
   b, length, h, _ = q.shape
@@ -83,6 +83,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     end_s = s0 + incl_s[:, :, :, -1]                                      # [B, H, S, 192, n]
     end_ks = ks0 + incl_ks[:, :, :, -1]                                   # [B, H, S, 192]
     results.append(end_s.reshape(b * h * nseg, features.PSI_GROUPS, CHUNK, ncols))
-    end_ks = jnp.broadcast_to(end_ks[..., None], end_ks.shape + (16,))    # [B, H, S, 192, 16]
-    results.append(end_ks.reshape(b * h * nseg, features.PSI_GROUPS, CHUNK, 16))
+    if key_sums:
+      end_ks = jnp.broadcast_to(end_ks[..., None], end_ks.shape + (16,))  # [B, H, S, 192, 16]
+      results.append(end_ks.reshape(b * h * nseg, features.PSI_GROUPS, CHUNK, 16))
   return tuple(results)

@@ -57,7 +57,7 @@ def random_inputs(rng, b: int, length: int, h: int, dv: int):
 
 
 def prefill_state(rng, b: int, h: int, dv: int, length: int = 300):
-  """A realistic initial state: (kv [B, H, 273, Dv], ks [B, H, 273]) of an earlier random prefill."""
+  """A realistic initial state: (kv [B, H, 273, Dv], ks [B, H, 273]) of an earlier prefill."""
   k = rng.standard_normal((b, length, h, 16)) * 0.5
   v = rng.standard_normal((b, length, h, dv))
   _, kv, ks = linear_attention_f64(k, k, v, normalize=False, eps=0.0)

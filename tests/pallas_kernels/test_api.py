@@ -9,7 +9,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 import pallas_kernels
 from based_jax.ops.chunked import chunked_linear_attention
 from based_jax.ops.state import LinearAttentionState
-from pallas_kernels.based_attention import KernelConfig, api
+from pallas_kernels.based_attention import KernelConfig, api, features
 
 
 def _arrays(b=1, length=64, h=2, dv=64, dtype=jnp.bfloat16):
@@ -98,6 +98,16 @@ def test_config_rejects_bad_values():
     KernelConfig(max_concurrent_steps=0)
   with pytest.raises(ValueError, match="planner"):
     KernelConfig(planner="greedy")
+  with pytest.raises(ValueError, match="key_sums"):
+    KernelConfig(key_sums="host")
+
+
+def test_key_sums_xla_is_the_sum_of_psi_k():
+  rng = np.random.default_rng()
+  k = rng.standard_normal((2, 37, 3, 16)).astype(np.float32)
+  got = np.asarray(api.key_sums_xla(jnp.asarray(k)), np.float64)          # [B, H, 192]
+  want = features.psi_numpy(k.astype(np.float64), "k").sum(axis=1)        # [B, H, 192]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_grad_flows_through_custom_vjp():

@@ -34,19 +34,21 @@ def _check_rows(out, ref):
 
 
 CASES = [
-    # b, length, h, dv, normalize, with_state, min_segment_chunks
-    (1, 1, 1, 64, True, False, 4),       # one token: 63 padded rows
-    (1, 100, 2, 64, True, False, 4),     # odd length, one segment
-    (2, 130, 1, 64, False, True, 1),     # odd length, 3 segments, initial state
-    (1, 256, 1, 112, True, True, 1),     # Dv = 112 (64 + 48 column blocks), 4 segments
+    # b, length, h, dv, normalize, with_state, min_segment_chunks, key_sums
+    (1, 1, 1, 64, True, False, 4, "kernel"),       # one token: 63 padded rows
+    (1, 100, 2, 64, True, False, 4, "kernel"),     # odd length, one segment
+    (2, 130, 1, 64, False, True, 1, "kernel"),     # odd length, 3 segments, initial state
+    (1, 256, 1, 112, True, True, 1, "kernel"),     # Dv = 112 (64 + 48 columns), 4 segments
+    (1, 100, 1, 64, False, True, 4, "xla"),        # key sums from XLA, one segment
 ]
 
 
-@pytest.mark.parametrize("b,length,h,dv,normalize,with_state,min_seg", CASES)
-def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_state, min_seg):
+@pytest.mark.parametrize("b,length,h,dv,normalize,with_state,min_seg,key_sums", CASES)
+def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_state, min_seg,
+                                            key_sums):
   rng = np.random.default_rng()
   q, k, v, kv0, ks0, state = random_case(rng, b, length, h, dv, with_state)
-  config = KernelConfig(min_segment_chunks=min_seg)
+  config = KernelConfig(min_segment_chunks=min_seg, key_sums=key_sums)
   try:
     out, final = api.linear_attention(q, k, v, normalize=normalize, eps=1e-6,
                                       initial_state=state, config=config,
@@ -67,15 +69,16 @@ def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_st
   assert rel_err(final.k_state, ref_ks) <= TOL
 
 
-@pytest.mark.parametrize("normalize,with_state", [(True, True), (False, False)])
-def test_kernel_lowers_for_cuda(normalize, with_state):
+@pytest.mark.parametrize("normalize,with_state,key_sums", [(True, True, "kernel"),
+                                                           (False, False, "xla")])
+def test_kernel_lowers_for_cuda(normalize, with_state, key_sums):
   """The Mosaic GPU lowering (TMA dims, layouts, wgmma shapes) runs on the CPU, no GPU needed."""
   b, length, h = 1, 8192, 16
   spec = lambda *s: jax.ShapeDtypeStruct(s, jnp.bfloat16)
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
   for dv in (64, 112):
     fn = jax.jit(lambda q, k, v, kv, ks: api.forward(
-        q, k, v, kv, ks, normalize=normalize, eps=1e-6, config=KernelConfig(),
+        q, k, v, kv, ks, normalize=normalize, eps=1e-6, config=KernelConfig(key_sums=key_sums),
         has_initial_state=with_state))
     lowered = fn.trace(spec(b, length, h, 16), spec(b, length, h, 16), spec(b, length, h, dv),
                        f32(b, h, 273, dv), f32(b, h, 273)).lower(lowering_platforms=("cuda",))

@@ -17,18 +17,22 @@ from tests.pallas_kernels.numpy_reference import (
 TOL = 1e-2
 
 
-@pytest.mark.parametrize("b,length,h,dv,normalize,with_state,planner", [
-    (1, 1000, 4, 64, True, True, "fill"),      # 16 chunks, several segments, padded tail
-    (2, 777, 3, 112, False, True, "waves"),    # Dv = 64 + 48, odd length
-    (1, 4096, 2, 64, True, False, "fill"),     # 64 chunks, 16 segments
-    (3, 1, 2, 64, True, False, "fill"),        # one token
-    (1, 130, 1, 256, False, False, "fill"),    # Dv = 4 column blocks, 3 segments
+@pytest.mark.parametrize("b,length,h,dv,normalize,with_state,planner,key_sums", [
+    (1, 1000, 4, 64, True, True, "fill", "kernel"),    # 16 chunks, segments, padded tail
+    (2, 777, 3, 112, False, True, "waves", "kernel"),  # Dv = 64 + 48, odd length
+    (2, 777, 3, 112, False, True, "waves", "xla"),     # the same with XLA key sums
+    (1, 4096, 2, 64, True, False, "fill", "xla"),      # 64 chunks, 16 segments
+    (3, 1, 2, 64, True, False, "fill", "kernel"),      # one token
+    (1, 130, 1, 256, False, False, "fill", "xla"),     # Dv = 4 column blocks, 3 segments
+    (4, 100, 2, 64, False, True, "waves", "xla"),      # one segment, XLA key sums, pad
 ])
-def test_reference_backend_matches_float64(b, length, h, dv, normalize, with_state, planner):
+def test_reference_backend_matches_float64(b, length, h, dv, normalize, with_state, planner,
+                                           key_sums):
   rng = np.random.default_rng()
   q, k, v, kv0, ks0, state = random_case(rng, b, length, h, dv, with_state)
   out, final = api.linear_attention(q, k, v, normalize=normalize, eps=1e-6, initial_state=state,
-                                    config=KernelConfig(planner=planner, min_segment_chunks=1),
+                                    config=KernelConfig(planner=planner, min_segment_chunks=1,
+                                                        key_sums=key_sums),
                                     backend="reference")
   ref_out, ref_kv, ref_ks = linear_attention_f64(q, k, v, normalize=normalize, eps=1e-6,
                                                  kv0=kv0, ks0=ks0)
