@@ -7,9 +7,9 @@ Forward of `linear_attention(q, k, v)` for q, k [B, L, H, 16] and v [B, L, H, Dv
      the output) when L % 64 != 0; the kernel itself only sees whole chunks.
   2. The padded sequence is cut into `num_segments` equal segments so that B * H * segments
      thread blocks fill the GPU (`plan_segments`, KernelConfig.planner). With several segments
-     a first kernel pass writes each segment's state sums, XLA takes their exclusive prefix sums, and a second pass computes the
-     outputs of all segments in parallel, each starting from its prefix state. With one segment
-     a single pass writes outputs and state.
+     a first kernel pass writes each segment's state sums, XLA takes their exclusive prefix
+     sums, and a second pass computes the outputs of all segments in parallel, each starting
+     from its prefix state. With one segment a single pass writes outputs and state.
   3. Dv is processed in column blocks of at most `max_value_block` (64 + 48 for Dv = 112).
   4. States convert between the contract's 273 layout and the kernel's psi layout (features.py).
 The backward pass is XLA: jax.vjp of `based_jax.ops.chunked.chunked_linear_attention`.
