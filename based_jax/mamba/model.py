@@ -56,6 +56,28 @@ class MambaCache:
   layers: tuple[MambaLayerCache, ...]
 
 
+class DtProj(nn.Module):
+  """dt_proj: delta_pre = dt @ kernel + bias, in float32 (torch `dt_proj`, kernel = weight.T).
+
+  The matmul runs in the compute dtype with fp32 accumulation and the bias is added in fp32,
+  as upstream adds `delta_bias` inside the fp32 selective-scan kernel.
+  dt: [B, L, R] -> [B, L, C] float32. Params kernel [R, C], bias [C].
+  """
+
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, dt: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (dt.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    y = jnp.einsum("blr,rc->blc", dt.astype(self.dtype), kernel.astype(self.dtype),
+                   precision=matmul_precision(self.dtype),
+                   preferred_element_type=jnp.float32)  # [B, L, C]
+    return y + bias.astype(jnp.float32)
+
+
 def _a_log_init(key, shape, dtype=jnp.float32):
   """Upstream init: A_log[c, n] = log(n + 1)."""
   del key
@@ -76,7 +98,7 @@ class MambaMixer(nn.Module):
     self.in_proj = dense(2 * c, use_bias=bias, dtype=self.dtype, name="in_proj")
     self.conv1d = CausalDepthwiseConv1d(c, cfg.d_conv, cfg.ssm_cfg.conv_bias)
     self.x_proj = dense(r + 2 * n, use_bias=False, dtype=self.dtype, name="x_proj")
-    self.dt_proj = dense(c, use_bias=True, dtype=self.dtype, name="dt_proj")
+    self.dt_proj = DtProj(c, dtype=self.dtype)
     self.A_log = self.param("A_log", _a_log_init, (c, n), jnp.float32)
     self.D = self.param("D", nn.initializers.ones, (c,), jnp.float32)
     self.out_proj = dense(cfg.d_model, use_bias=bias, dtype=self.dtype, name="out_proj")
@@ -92,7 +114,7 @@ class MambaMixer(nn.Module):
     u = jax.nn.silu(self.conv1d(x, history))  # [B, L, C]
     dbc = self.x_proj(u)  # [B, L, R + 2N]
     dt, bm, cm = dbc[..., :r], dbc[..., r:r + n], dbc[..., r + n:]  # [B, L, R], [B, L, N] x2
-    delta = jax.nn.softplus(self.dt_proj(dt).astype(jnp.float32))  # [B, L, C]
+    delta = jax.nn.softplus(self.dt_proj(dt))  # [B, L, C] float32
     if mask is not None:
       delta = jnp.where(mask[..., None], delta, 0.0)
       bm = jnp.where(mask[..., None], bm, 0)
