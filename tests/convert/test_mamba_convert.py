@@ -99,6 +99,20 @@ def test_layout_matches_the_state_dict(case):
   assert MambaConfig.from_hf_dict(cfg) == c.model.config
 
 
+def test_from_pretrained_converts_a_torch_dir_on_the_fly(case, tmp_path):
+  """A PyTorch Mamba directory loads directly (in memory) to the converted params."""
+  c = case("odd-ssm")
+  config, fmt = CASES["odd-ssm"]
+  tm.write_hub_dir(tmp_path, config, tm.build_model(config, seed=sum(map(ord, "odd-ssm"))), fmt)
+  model, params = from_pretrained(tmp_path)
+  assert isinstance(model, MambaLM) and model.config == c.model.config
+  want = dict(jax.tree_util.tree_leaves_with_path(c.params))
+  got = jax.tree_util.tree_leaves_with_path(params)
+  assert len(got) == len(want)
+  for path, leaf in got:
+    np.testing.assert_array_equal(np.asarray(leaf), np.asarray(want[path]), err_msg=str(path))
+
+
 def test_bfloat16_output_keeps_a_log_and_d_float32(tmp_path):
   config, _ = CASES["default"]
   tm.write_hub_dir(tmp_path / "hub", config, tm.build_model(config, seed=3))
