@@ -11,6 +11,8 @@ HF_HUB_OFFLINE=1 only cached files are used). .bin files are read with
 torch.load(weights_only=True): pickles that would run code are refused.
 
 DST receives config.json (BasedConfig) and params.safetensors (keys "transformer/layers_0/...").
+Mamba checkpoints (backbone.* keys, e.g. hazyresearch/mamba-360m) are recognised and written as
+a MambaConfig (model_type "mamba") with keys "backbone/layers_0/..."; A_log and D stay float32.
 Load it with based_jax.pretrained.from_pretrained(DST).
 
 examples:
@@ -22,7 +24,7 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="based-jax-convert",
-      description="Convert a PyTorch Based / attention checkpoint (HazyResearch layout) to "
+      description="Convert a PyTorch Based / attention / Mamba checkpoint (HazyResearch layout) to "
       "based-jax, checking every tensor name and shape.",
       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("src", metavar="SRC", help="PyTorch checkpoint directory or hub repo id")
