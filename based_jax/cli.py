@@ -3,6 +3,8 @@
   based-jax generate --model hazyresearch/based-360m --prompt "The capital of France is"
   based-jax convert ...        (the checkpoint converter, `convert.__main__`)
   based-jax bench e2e ...      (benchmarks/e2e.py; `bench kernels` runs benchmarks/kernels.py)
+  based-jax evaluate ...       (document-IE accuracy, `based_jax.evaluation.cli`)
+  based-jax train ...          (training and fine-tuning, `based_jax.training.cli`)
 
 Bad input (empty prompt, prompt over --max-prompt-tokens, bad sampling values, unknown model
 path, tokenizer not available offline) prints one `based-jax: error: ...` line and exits with 2.
@@ -29,7 +31,7 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="based-jax",
-      description="Based language models (Arora et al. 2024) in JAX: generate, convert, bench.")
+      description="Based language models (Arora et al. 2024) in JAX: generate, convert, evaluate, train, bench.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
   gen = sub.add_parser(
@@ -70,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
   sub.add_parser("convert", add_help=False,
                  help="convert a PyTorch checkpoint (arguments go to the converter; see "
                  "`based-jax convert --help`)")
+  sub.add_parser("evaluate", add_help=False,
+                 help="document-IE accuracy on SWDE / FDA (see `based-jax evaluate --help`)")
+  sub.add_parser("train", add_help=False,
+                 help="train or fine-tune a model (see `based-jax train --help`)")
   sub.add_parser("bench", add_help=False,
                  help=f"run a benchmark: `based-jax bench {{{','.join(BENCHMARKS)}}} [ARGS]` "
                  "(see `based-jax bench e2e --help`)")
@@ -279,6 +285,20 @@ def cmd_bench(argv: list[str]) -> int:
   return 0
 
 
+# Subcommands whose whole argument list goes to another module's `main(argv)`.
+_ROUTED_MODULES = {"evaluate": "based_jax.evaluation.cli", "train": "based_jax.training.cli"}
+
+
+def cmd_routed(command: str, argv: list[str]) -> int:
+  import importlib  # pylint: disable=import-outside-toplevel
+
+  try:
+    module = importlib.import_module(_ROUTED_MODULES[command])
+  except ImportError as e:
+    raise UsageError(f"`based-jax {command}` is not available ({e})") from e
+  return int(module.main(argv) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   try:
@@ -286,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
       return cmd_convert(argv[1:])
     if argv and argv[0] == "bench":
       return cmd_bench(argv[1:])
+    if argv and argv[0] in _ROUTED_MODULES:
+      return cmd_routed(argv[0], argv[1:])
     args = build_parser().parse_args(argv)  # exits 2 with usage on bad flags
     return cmd_generate(args)
   except UsageError as e:

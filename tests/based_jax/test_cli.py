@@ -30,8 +30,22 @@ def tok_dir(tmp_path_factory):
 def test_top_level_help_lists_subcommands():
   out = run_cli("--help")
   assert out.returncode == 0, out.stderr
-  for word in ("generate", "convert", "bench"):
+  for word in ("generate", "convert", "evaluate", "train", "bench"):
     assert word in out.stdout
+
+
+def test_evaluate_routes_to_the_evaluation_cli(capsys):
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["evaluate", "--help"])
+  assert exc.value.code == 0
+  text = capsys.readouterr().out
+  assert "based-jax evaluate" in text and "--task" in text
+
+
+def test_bad_evaluate_arguments_exit_2(capsys):
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["evaluate", "--task", "no-such-task", "--model", "x"])
+  assert exc.value.code == 2
 
 
 def test_generate_help_lists_options(capsys):
