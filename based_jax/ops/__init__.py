@@ -1,7 +1,7 @@
 """Based's linear-attention hot path: one dispatch point, its pure-JAX references and state."""
 
 from based_jax.ops.chunked import chunked_linear_attention
-from based_jax.ops.linear_attention import (
+from based_jax.ops.dispatch import (
     IMPLEMENTATIONS,
     Implementation,
     linear_attention,

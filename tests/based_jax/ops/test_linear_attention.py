@@ -223,3 +223,28 @@ def test_explicit_kernel_without_gpu_raises_with_reason(impl):
   v = jnp.zeros((1, 8, 1, 64), jnp.bfloat16)
   with pytest.raises(RuntimeError, match=f"impl='{impl}'.*cannot run here"):
     ops.linear_attention(q, q, v, normalize=True, impl=impl)
+
+
+def test_auto_prefers_the_kernel_that_measured_faster(monkeypatch):
+  from based_jax.ops import dispatch
+
+  calls = []
+
+  class FakeKernel:
+    def __init__(self, name):
+      self.name = name
+
+    def unavailable_reason(self, q, k, v):
+      return None
+
+    def linear_attention(self, q, k, v, **kw):
+      calls.append(self.name)
+      return chunked(q, k, v, **kw)
+
+  chunked = ops.chunked_linear_attention
+  monkeypatch.setattr(dispatch, "_kernel_package", lambda impl: FakeKernel(impl))
+  rng = np.random.default_rng()
+  for batch, heads, want in ((1, 16, "ffi"), (4, 16, "pallas")):
+    q, k, v = _inputs(rng, batch, 5, heads, 8)
+    ops.linear_attention(q, k, v, normalize=True, impl="auto")
+    assert calls[-1] == want, (batch, heads, calls)

@@ -8,7 +8,8 @@ Implementations:
   "chunked"    XLA block-parallel form, O(L) memory, any L (CPU default, GPU fallback)
   "pallas"     Mosaic GPU kernel for Hopper (package `pallas_kernels`)
   "ffi"        hand-written CUDA kernel through the XLA FFI (package `ffi`)
-  "auto"       pallas -> ffi -> chunked; on a GPU a fallback warns once, saying why
+  "auto"       pallas -> ffi -> chunked (ffi first at B*H <= 16, where it measured faster);
+               on a GPU a fallback warns once, saying why
 A named implementation that cannot run raises; it never falls back silently.
 """
 
@@ -27,7 +28,14 @@ Implementation = Literal["auto", "reference", "chunked", "pallas", "ffi"]
 IMPLEMENTATIONS = ("auto", "reference", "chunked", "pallas", "ffi")
 # Kernel packages, imported lazily: each exports `linear_attention` and `unavailable_reason`.
 _KERNEL_PACKAGES = {"pallas": "pallas_kernels", "ffi": "ffi"}
-_AUTO_ORDER = ("pallas", "ffi")
+
+
+def _auto_order(q) -> tuple[str, ...]:
+  """Kernel preference for "auto", from the measured H200 table (benchmarks/results/kernels.json,
+  L=8192, H=16, Dv=64): ffi was faster at B*H = 16 (0.147 vs 0.157 ms), pallas at every larger
+  B*H (0.275 vs 0.436 ms at B=4 up to 5.34 vs 9.63 ms at B=128)."""
+  b, _, h, _ = q.shape
+  return ("ffi", "pallas") if b * h <= 16 else ("pallas", "ffi")
 
 
 def _kernel_package(impl: str):
@@ -66,7 +74,7 @@ def _resolve(impl: str, q, k, v) -> Callable:
     return _kernel_package(impl).linear_attention
   if impl == "auto":
     reasons = []
-    for candidate in _AUTO_ORDER:
+    for candidate in _auto_order(q):
       reason = unavailable_reason(candidate, q, k, v)
       if reason is None:
         return _kernel_package(candidate).linear_attention
