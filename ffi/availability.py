@@ -2,9 +2,9 @@
 
 import os
 
-import jax
 import jax.numpy as jnp
 
+from based_jax.ops.hardware import hopper_unavailable_reason
 from ffi import _compile as build
 from ffi import _loader
 
@@ -32,17 +32,7 @@ def shape_reason(q, k, v) -> str | None:
 
 def gpu_reason() -> str | None:
   """None when the default backend has an NVIDIA Hopper (compute capability 9.x) GPU."""
-  try:
-    devices = jax.devices()
-  except RuntimeError as e:
-    return f"no JAX devices ({e})"
-  gpus = [d for d in devices if d.platform == "gpu"]
-  if not gpus:
-    return f"no GPU (JAX backend is {devices[0].platform if devices else 'none'})"
-  cc = str(getattr(gpus[0], "compute_capability", ""))
-  if not cc.startswith("9."):
-    return f"the ffi kernel needs a Hopper GPU (sm_90); found {gpus[0].device_kind} (compute capability {cc})"
-  return None
+  return hopper_unavailable_reason("the ffi kernel")
 
 
 def library_reason() -> str | None:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from based_jax.ops.hardware import hopper_unavailable_reason
 from based_jax.ops.state import EXPANDED_DIM, FEATURE_DIM, LinearAttentionState
 from based_jax.ops.validation import check_linear_attention_args
 from pallas_kernels.based_attention import features, kernel, reference
@@ -308,17 +309,7 @@ def unavailable_reason(q, k, v) -> str | None:
   reason = kernel_shape_reason(q, k, v)
   if reason is not None:
     return reason
-  try:
-    gpus = jax.devices("gpu")
-  except RuntimeError:
-    gpus = []
-  if not gpus:
-    return "no GPU visible to JAX (the Pallas Mosaic GPU kernel needs an sm_90 Hopper GPU)"
-  capability = getattr(gpus[0], "compute_capability", None)
-  if capability is None or not str(capability).startswith("9"):
-    return (f"the Pallas Mosaic GPU kernel needs a Hopper GPU (sm_90); found "
-            f"{gpus[0].device_kind} (compute capability {capability})")
-  return None
+  return hopper_unavailable_reason("the Pallas Mosaic GPU kernel")
 
 
 __all__ = ["EXPANDED_DIM", "forward", "linear_attention", "unavailable_reason"]
