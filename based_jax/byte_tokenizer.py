@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from based_jax.tokenizer import Tokenizer
+from based_jax.tokenizer import left_pad_batch
 
 NUM_BYTES = 256
 EOS_ID = 256  # "<|endoftext|>"; also the pad id (as GPT-2 does)
@@ -58,7 +58,7 @@ class ByteTokenizer:
     """Left-padded batch: input_ids [B, L] int32 (EOS on the left), attention_mask [B, L] int32.
 
     L is the longest prompt in bytes. An empty prompt, or one longer than `max_prompt_tokens`,
-    raises ValueError; nothing is truncated. (The same code as the HF wrapper's: it only uses
-    `encode` and `pad_token_id`.)
+    raises ValueError; nothing is truncated (`based_jax.tokenizer.left_pad_batch`).
     """
-    return Tokenizer.encode_batch(self, prompts, max_prompt_tokens=max_prompt_tokens)
+    return left_pad_batch(prompts, self.encode, self.pad_token_id,
+                          max_prompt_tokens=max_prompt_tokens)

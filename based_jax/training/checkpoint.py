@@ -26,6 +26,7 @@ CONFIG_NAME = "config.json"
 PARAMS_NAME = "params.safetensors"
 OPT_NAME = "opt_state.msgpack"
 TRAINER_NAME = "trainer_state.json"
+_CHECKPOINT_FILES = (CONFIG_NAME, PARAMS_NAME, OPT_NAME, TRAINER_NAME)
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -39,8 +40,13 @@ def unflatten_params(flat: dict[str, object]) -> dict:
 
 
 def save_model(directory: str, config: BasedConfig, params, *, dtype: str = "float32",
-               metadata: dict[str, str] | None = None) -> None:
-  """Writes config.json + params.safetensors (cast to `dtype`: "float32" or "bfloat16")."""
+               metadata: dict[str, str] | None = None,
+               config_extra: dict | None = None) -> None:
+  """Writes config.json + params.safetensors (cast to `dtype`: "float32" or "bfloat16").
+
+  config_extra: more config.json keys (e.g. {"tokenizer": "byte"}, which `based-jax generate`
+  reads to pick the tokenizer); BasedConfig ignores them.
+  """
   from safetensors.flax import save_file  # pylint: disable=import-outside-toplevel
 
   if dtype not in _DTYPES:
@@ -49,7 +55,7 @@ def save_model(directory: str, config: BasedConfig, params, *, dtype: str = "flo
   flat = {k: jnp.asarray(v).astype(_DTYPES[dtype]) for k, v in flatten_params(params).items()}
   save_file(flat, os.path.join(directory, PARAMS_NAME), metadata=dict(metadata or {}))
   with open(os.path.join(directory, CONFIG_NAME), "w") as f:
-    json.dump(config.to_dict(), f, indent=2)
+    json.dump({**config.to_dict(), **(config_extra or {})}, f, indent=2)
 
 
 def load_params(directory: str) -> dict:
@@ -60,12 +66,15 @@ def load_params(directory: str) -> dict:
 
 
 def save(directory: str, config: BasedConfig, state: TrainState,
-         extra: dict | None = None) -> None:
-  """Atomically writes the full training checkpoint (fp32 params) to `directory`."""
+         extra: dict | None = None, config_extra: dict | None = None) -> None:
+  """Atomically writes the full training checkpoint (fp32 params) to `directory`.
+
+  extra: JSON-able run info kept in trainer_state.json; config_extra: see save_model.
+  """
   directory = os.path.abspath(directory)
   tmp = directory + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
-  save_model(tmp, config, state.params, dtype="float32")
+  save_model(tmp, config, state.params, dtype="float32", config_extra=config_extra)
   with open(os.path.join(tmp, OPT_NAME), "wb") as f:
     f.write(serialization.to_bytes(jax.device_get(state.opt_state)))
   rng = np.asarray(jax.random.key_data(state.rng)) if jnp.issubdtype(
@@ -76,14 +85,17 @@ def save(directory: str, config: BasedConfig, state: TrainState,
   old = directory + ".old"
   shutil.rmtree(old, ignore_errors=True)
   if os.path.exists(directory):
+    # Keep files that are not part of the checkpoint (e.g. the CLI's log.jsonl).
+    for name in os.listdir(directory):
+      if name not in _CHECKPOINT_FILES and not os.path.exists(os.path.join(tmp, name)):
+        os.replace(os.path.join(directory, name), os.path.join(tmp, name))
     os.replace(directory, old)
   os.replace(tmp, directory)
   shutil.rmtree(old, ignore_errors=True)
 
 
 def exists(directory: str) -> bool:
-  return all(os.path.isfile(os.path.join(directory, n))
-             for n in (CONFIG_NAME, PARAMS_NAME, OPT_NAME, TRAINER_NAME))
+  return all(os.path.isfile(os.path.join(directory, n)) for n in _CHECKPOINT_FILES)
 
 
 def restore(directory: str, template: TrainState) -> tuple[BasedConfig, TrainState, dict]:

@@ -156,6 +156,8 @@ def run(args) -> dict:
   if args.resume and checkpoint.exists(args.out):
     _, state, _ = checkpoint.restore(args.out, state)
   log_path = None if args.no_save else os.path.join(args.out, "log.jsonl")
+  # Byte-level models name their tokenizer in config.json, so `based-jax generate` finds it.
+  config_extra = None if args.data == "mqar" else {"tokenizer": "byte"}
 
   def emit(record):
     line = json.dumps(record)
@@ -172,7 +174,8 @@ def run(args) -> dict:
       log_every=args.log_every, checkpoint_every=args.checkpoint_every,
       on_log=lambda step, m: emit({"event": "train", "step": step, **m}),
       on_checkpoint=None if args.no_save else (
-          lambda s: checkpoint.save(args.out, config, s, extra=run_info)),
+          lambda s: checkpoint.save(args.out, config, s, extra=run_info,
+                                    config_extra=config_extra)),
       progress=not args.no_progress,
       max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes)
   state = loop.train(loop.make_train_step(model, optimizer), state, source,
@@ -185,7 +188,7 @@ def run(args) -> dict:
     summary.update({"eval_loss": ev["loss"], "eval_accuracy": ev["accuracy"]})
   if args.export:
     checkpoint.save_model(args.export, config, state.params, dtype=args.export_dtype,
-                          metadata={"step": str(int(state.step))})
+                          metadata={"step": str(int(state.step))}, config_extra=config_extra)
   emit(summary)
   return summary
 

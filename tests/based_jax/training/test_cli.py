@@ -28,7 +28,7 @@ def test_text_run_resume_and_export(tmp_path, capsys):
   corpus.write_text("".join(rng.choice(list("hello world\n"), size=4000)), encoding="utf-8")
   out = tmp_path / "run"
   base = ["--data", "text", "--text-file", str(corpus), "--out", str(out), *TINY]
-  assert cli.main([*base, "--steps", "4", "--grad-accum", "2"]) == 0
+  assert cli.main([*base, "--steps", "4", "--grad-accum", "2", "--eval-batches", "0"]) == 0
   assert cli.main([*base, "--steps", "6", "--grad-accum", "2", "--resume",
                    "--export", str(tmp_path / "exp")]) == 0
   lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
@@ -42,6 +42,8 @@ def test_text_run_resume_and_export(tmp_path, capsys):
 
   model, params = from_pretrained(str(tmp_path / "exp"))
   assert model.config.vocab_size == 257 and model.config.n_layer == 3
+  for d in (out, tmp_path / "exp"):  # `based-jax generate` picks the byte tokenizer from here
+    assert json.loads((d / "config.json").read_text())["tokenizer"] == "byte"
 
 
 def test_mqar_run(tmp_path, capsys):
