@@ -38,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
       "generate", help="generate text from a prompt (streams to the terminal)",
       description="Generate text with a Based / attention checkpoint. The whole decode loop runs "
       "compiled on the device; the first call for a new batch size / prompt bucket compiles.")
-  gen.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID",
-                   help="checkpoint directory or hub id, e.g. hazyresearch/based-360m")
+  gen.add_argument("prompt_text", nargs="*", metavar="PROMPT",
+                   help="prompt text (the same as --prompt; several are batched together)")
+  gen.add_argument("--model", default=None, metavar="PATH_OR_HUB_ID",
+                   help="checkpoint directory or hub id, e.g. hazyresearch/based-360m (default: "
+                   "the small byte-level Based model shipped in the package, which runs offline)")
   gen.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                    help="prompt text; repeat for several prompts (batched together)")
   gen.add_argument("--prompt-file", metavar="FILE",
@@ -88,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_prompts(args) -> list[str]:
-  prompts = list(args.prompt)
+  prompts = list(args.prompt_text) + list(args.prompt)
   if args.prompt_file:
     if args.prompt_file == "-":
       prompts.append(sys.stdin.read())
@@ -98,7 +101,7 @@ def _read_prompts(args) -> list[str]:
         raise UsageError(f"--prompt-file: no such file: {args.prompt_file}")
       prompts.append(path.read_text(encoding="utf-8"))
   if not prompts:
-    raise UsageError("give a prompt with --prompt TEXT or --prompt-file FILE")
+    raise UsageError("give a prompt: based-jax generate TEXT, --prompt TEXT or --prompt-file FILE")
   for i, text in enumerate(prompts):
     if not text.strip():
       raise UsageError(f"prompt {i} is empty; give at least one non-blank character")
@@ -173,6 +176,10 @@ def cmd_generate(args, out=None, err=None) -> int:
   out = out or sys.stdout
   err = err or sys.stderr
   _check_generate_args(args)
+  if args.model is None:
+    from based_jax import assets
+
+    args.model = assets.asset_dir()
   sampling = _sampling_from_args(args)
   prompts = _read_prompts(args)
 

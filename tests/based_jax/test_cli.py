@@ -160,3 +160,13 @@ def test_generate_end_to_end_from_hub_checkpoint(tok_dir, tmp_path, capsys):
   captured = capsys.readouterr()
   assert captured.out == prompts[1] + text[:text.find(stop)] + "\n"
   assert "row 0: text cut before a stop string" in captured.err
+
+
+def test_generate_without_model_uses_the_shipped_offline_model(capsys, monkeypatch):
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  assert cli.main(["generate", "The ", "--max-new-tokens", "12", "--no-stream",
+                   "--dtype", "float32"]) == 0
+  captured = capsys.readouterr()
+  assert captured.out.startswith("The ")
+  assert len(captured.out.rstrip("\n")) > len("The ")
+  assert "byte-based" in captured.err and "decode" in captured.err
