@@ -152,7 +152,7 @@ def run(args) -> dict:
                               weight_decay=args.weight_decay, clip_norm=args.clip_norm)
   optimizer = optim.make_optimizer(opt_cfg)
   state = loop.init_state(model, optimizer, args.seed)
-  run_info = {k: v for k, v in vars(args).items() if k not in ("func",)}
+  run_info = dict(vars(args))
   if args.resume and checkpoint.exists(args.out):
     _, state, _ = checkpoint.restore(args.out, state)
   log_path = None if args.no_save else os.path.join(args.out, "log.jsonl")

@@ -95,7 +95,7 @@ def accumulation_batch(source: DataSource, step: int, batch_size: int,
     raise ValueError(f"grad_accum must be >= 1 and divide batch_size={batch_size}; got "
                      f"{grad_accum}")
   full = source.batch(step, batch_size)
-  return {k: v.reshape(grad_accum, batch_size // grad_accum, *v.shape[1:])
+  return {k: v.reshape(grad_accum, batch_size // grad_accum, *v.shape[1:])  # [A, B/A, L]
           for k, v in full.items()}
 
 

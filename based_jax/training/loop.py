@@ -98,7 +98,7 @@ def make_train_step(model: BasedLM, optimizer: optax.GradientTransformation) -> 
     params = optax.apply_updates(state.params, updates)
     rng, _ = jax.random.split(state.rng)
     metrics = {"loss": loss / denom, "accuracy": correct / denom,
-               "grad_norm": optax.global_norm(grads), "tokens": weight}
+               "grad_norm": optax.tree.norm(grads), "tokens": weight}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics
 
   return jax.jit(step_fn, donate_argnums=(0,))
@@ -106,8 +106,12 @@ def make_train_step(model: BasedLM, optimizer: optax.GradientTransformation) -> 
 
 def make_eval_fn(model: BasedLM) -> Callable:
   """Jitted `(params, batch [B, L]) -> (loss sum, weight sum, correct count)`."""
-  return jax.jit(lambda params, batch: (lambda l, wc: (l, *wc))(
-      *loss_and_metrics(model, params, batch)))
+
+  def eval_fn(params, batch):
+    loss, (weight, correct) = loss_and_metrics(model, params, batch)
+    return loss, weight, correct
+
+  return jax.jit(eval_fn)
 
 
 def evaluate(eval_fn: Callable, params, source: DataSource, *, num_batches: int,

@@ -164,12 +164,12 @@ def test_model_loss_grad_matches_finite_difference_direction():
   grad = jax.jit(jax.grad(lambda p: loop.loss_and_metrics(model, p, batch)[0]))(params)
   # Unit direction: half along the gradient (a large slope, so fp32 rounding of the loss is
   # negligible), half random (so every parameter is perturbed).
-  gnorm = float(optax.global_norm(grad))
+  gnorm = float(optax.tree.norm(grad))
   noise = jax.tree_util.tree_map(
       lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)
-  nnorm = float(optax.global_norm(noise))
+  nnorm = float(optax.tree.norm(noise))
   direction = jax.tree_util.tree_map(lambda g, n: g / gnorm + n / nnorm, grad, noise)
-  dnorm = float(optax.global_norm(direction))
+  dnorm = float(optax.tree.norm(direction))
   direction = jax.tree_util.tree_map(lambda d: d / dnorm, direction)
   analytic = sum(float(np.sum(np.asarray(g, np.float64) * np.asarray(d, np.float64)))
                  for g, d in zip(jax.tree_util.tree_leaves(grad),
