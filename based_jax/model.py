@@ -28,6 +28,7 @@ from flax import linen as nn
 from flax import struct
 
 from based_jax.config import BasedConfig
+from based_jax.inputs import check_attention_mask, check_token_ids
 from based_jax.layers import Dtype, RMSNorm, SwiGLU, dense, matmul_precision
 from based_jax.mixers import MHA, BaseConv, LinearAttention, SlidingWindowAttention
 
@@ -48,38 +49,6 @@ class BasedCache:
   layers: tuple[Any, ...]
   position: jax.Array
   index: jax.Array
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def _check_token_ids(x, name: str, rank: int, shape_text: str) -> None:
-  if not hasattr(x, "dtype") or getattr(x, "ndim", None) != rank:
-    raise ValueError(f"{name} must be an integer array of shape {shape_text}; got "
-                     f"{type(x).__name__} with shape {getattr(x, 'shape', None)}")
-  if not jnp.issubdtype(x.dtype, jnp.integer):
-    raise ValueError(f"{name} must have an integer dtype (int32); got {x.dtype}")
-  if rank == 2 and x.shape[1] < 1:
-    raise ValueError(f"{name} must have at least one token per row; got shape {x.shape}")
-
-
-def _check_mask(mask, input_ids):
-  """attention_mask [B, L] (1 real, 0 pad; left padding) -> bool [B, L]."""
-  if getattr(mask, "shape", None) != input_ids.shape:
-    raise ValueError(f"attention_mask must have the shape of input_ids {input_ids.shape} "
-                     f"([B, L]); got {getattr(mask, 'shape', None)}")
-  if not (jnp.issubdtype(mask.dtype, jnp.integer) or mask.dtype == jnp.bool_):
-    raise ValueError(f"attention_mask must be bool or integer (1 real, 0 pad); got {mask.dtype}")
-  if _is_concrete(mask):
-    m = np.asarray(mask)
-    if not np.isin(m, (0, 1)).all():
-      raise ValueError("attention_mask must contain only 0 (pad) and 1 (real token)")
-    m = m.astype(bool)
-    if not m[:, -1].all() or (m[:, 1:] < m[:, :-1]).any():
-      raise ValueError("attention_mask must describe LEFT padding: per row zeros then ones, "
-                       "with the last position real")
-  return mask.astype(bool)
 
 
 class Embeddings(nn.Module):
@@ -223,8 +192,8 @@ class BasedLM(nn.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
     """input_ids: [B, L] int -> logits [B, L, Vp] float32."""
-    _check_token_ids(input_ids, "input_ids", 2, "[B, L]")
-    mask = None if attention_mask is None else _check_mask(attention_mask, input_ids)
+    check_token_ids(input_ids, "input_ids", 2, "[B, L]")
+    mask = None if attention_mask is None else check_attention_mask(attention_mask, input_ids)
     positions = self._positions(mask, input_ids.shape)
     return self._logits(self.transformer(input_ids, mask, positions))
 
@@ -236,11 +205,11 @@ class BasedLM(nn.Module):
     max_length: static total length (prompt + new tokens), the KV-cache size of MHA layers.
     Returns (logits of the last position [B, Vp] float32, BasedCache).
     """
-    _check_token_ids(input_ids, "input_ids", 2, "[B, L]")
+    check_token_ids(input_ids, "input_ids", 2, "[B, L]")
     if not isinstance(max_length, (int, np.integer)) or max_length < input_ids.shape[1]:
       raise ValueError(f"max_length must be a static int >= the prompt length "
                        f"{input_ids.shape[1]}; got {max_length!r}")
-    mask = None if attention_mask is None else _check_mask(attention_mask, input_ids)
+    mask = None if attention_mask is None else check_attention_mask(attention_mask, input_ids)
     b, length = input_ids.shape
     positions = self._positions(mask, input_ids.shape)
     h, caches = self.transformer.prefill(input_ids, mask, positions, int(max_length))
@@ -254,7 +223,7 @@ class BasedLM(nn.Module):
   def decode_step(self, token_ids: jax.Array,
                   cache: BasedCache) -> tuple[jax.Array, BasedCache]:
     """token_ids: [B] int (the last sampled tokens) -> (logits [B, Vp] float32, next cache)."""
-    _check_token_ids(token_ids, "token_ids", 1, "[B]")
+    check_token_ids(token_ids, "token_ids", 1, "[B]")
     if not isinstance(cache, BasedCache):
       raise ValueError(f"cache must be the BasedCache returned by prefill; got "
                        f"{type(cache).__name__}")

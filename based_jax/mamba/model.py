@@ -37,7 +37,7 @@ from based_jax.layers import Dtype, RMSNorm, dense, matmul_precision
 from based_jax.mamba import ssm
 from based_jax.mamba.config import MambaConfig
 from based_jax.mixers.base_conv import CausalDepthwiseConv1d
-from based_jax.model import _check_mask, _check_token_ids
+from based_jax.inputs import check_attention_mask, check_token_ids
 
 
 @struct.dataclass
@@ -261,8 +261,8 @@ class MambaLM(nn.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
     """input_ids: [B, L] int; attention_mask: [B, L] (left padding) or None -> [B, L, Vp] f32."""
-    _check_token_ids(input_ids, "input_ids", 2, "[B, L]")
-    mask = None if attention_mask is None else _check_mask(attention_mask, input_ids)
+    check_token_ids(input_ids, "input_ids", 2, "[B, L]")
+    mask = None if attention_mask is None else check_attention_mask(attention_mask, input_ids)
     return self._logits(self.backbone(input_ids, mask))
 
   def prefill(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
@@ -274,18 +274,18 @@ class MambaLM(nn.Module):
     it, it is checked for API parity with BasedLM.
     Returns (logits of the last position [B, Vp] float32, MambaCache).
     """
-    _check_token_ids(input_ids, "input_ids", 2, "[B, L]")
+    check_token_ids(input_ids, "input_ids", 2, "[B, L]")
     if not isinstance(max_length, (int, np.integer)) or max_length < input_ids.shape[1]:
       raise ValueError(f"max_length must be a static int >= the prompt length "
                        f"{input_ids.shape[1]}; got {max_length!r}")
-    mask = None if attention_mask is None else _check_mask(attention_mask, input_ids)
+    mask = None if attention_mask is None else check_attention_mask(attention_mask, input_ids)
     h, caches = self.backbone.prefill(input_ids, mask)
     return self._logits(h[:, -1]), MambaCache(layers=caches)
 
   def decode_step(self, token_ids: jax.Array,
                   cache: MambaCache) -> tuple[jax.Array, MambaCache]:
     """token_ids: [B] int (the last sampled tokens) -> (logits [B, Vp] float32, next cache)."""
-    _check_token_ids(token_ids, "token_ids", 1, "[B]")
+    check_token_ids(token_ids, "token_ids", 1, "[B]")
     if not isinstance(cache, MambaCache):
       raise ValueError(f"cache must be the MambaCache returned by prefill; got "
                        f"{type(cache).__name__}")

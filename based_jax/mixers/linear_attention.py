@@ -11,7 +11,6 @@ makes real tokens see exactly the sums over real tokens (docs/design.md). Decodi
 final LinearAttentionState (fp32) and updates it with `based_jax.ops.recurrent_step`.
 """
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
