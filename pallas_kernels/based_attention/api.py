@@ -169,7 +169,7 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
             has_initial_state: bool = True, interpret=None, backend: str = "kernel"):
   """Kernel forward. kv0 [B, H, 273, Dv] f32 and ks0 [B, H, 273] f32 (zeros for no state).
 
-  has_initial_state=False promises kv0 = ks0 = 0 and skips their product in single-pass runs.
+  has_initial_state=False promises kv0 = ks0 = 0 and skips their layout change and products.
   backend: "kernel" (Mosaic GPU; CPU interpreter with `interpret`) or "reference" (the pure-JAX
   mirror in reference.py, any platform).
 
@@ -186,7 +186,11 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
     q, k, v = (jnp.pad(x, widths) for x in (q, k, v))                    # [B, Lp, H, .]
   nseg = plan_segments(batch, heads, num_chunks, config)
   mats = jnp.asarray(features.build_matrices(), jnp.bfloat16)            # [7, 16, 64]
-  s0, ks0_psi = _to_psi(kv0.astype(jnp.float32), ks0.astype(jnp.float32))
+  if has_initial_state:
+    s0, ks0_psi = _to_psi(kv0.astype(jnp.float32), ks0.astype(jnp.float32))
+  else:                   # kv0 = ks0 = 0 (promised by the caller): no layout change to run
+    s0 = jnp.zeros((batch, heads, features.PSI_DIM, dv), jnp.float32)      # [B, H, 192, Dv]
+    ks0_psi = jnp.zeros((batch, heads, features.PSI_DIM), jnp.float32)     # [B, H, 192]
   common = dict(num_segments=nseg, normalize=normalize, eps=float(eps),
                 max_concurrent_steps=config.max_concurrent_steps, key_sums=kernel_ks,
                 interpret=interpret)
@@ -239,8 +243,9 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   elif pad:
     ks_sum = ks_sum.at[..., features.CONST_ROW].add(-float(pad))         # remove the pad rows
   kv, ks = _from_psi(kv_psi, ks_sum)
-  kv = kv0.astype(jnp.float32) + kv                                      # [B, H, 273, Dv]
-  ks = ks0.astype(jnp.float32) + ks                                      # [B, H, 273]
+  if has_initial_state:
+    kv = kv0.astype(jnp.float32) + kv                                    # [B, H, 273, Dv]
+    ks = ks0.astype(jnp.float32) + ks                                    # [B, H, 273]
   return out, kv, ks
 
 

@@ -14,25 +14,29 @@ class KernelConfig:
   target_blocks: the sequence is split into segments until B * H * segments reaches this many
     thread blocks (2 per SM on a 132-SM H200), so that small batches fill the chip.
   min_segment_chunks: never split the sequence into segments shorter than this many chunks.
-  max_concurrent_steps: TMA pipeline depth.
+  max_concurrent_steps: TMA pipeline depth. Each stage holds 12 KiB (q, k, v tiles); with 3
+    stages a block (~122 KiB of shared memory) no longer shares its SM with a second one:
+    5.77 vs 5.40 ms at B = 128 on the H200 (L 8192, H 16).
   planner: how the number of segments is chosen (api.plan_segments):
-    "fill"  - the smallest divisor of the chunk count with B * H * segments >= target_blocks
-              (measured on the H200, benchmarks/results/kernels.json);
-    "waves" - the divisor with the fewest estimated block-waves of work, counting the state-only
-              first pass as half a chunk per chunk (target_blocks = concurrent blocks). Not yet
-              measured on a GPU; it avoids e.g. the two passes "fill" picks at B * H = 256.
+    "waves" - the divisor of the chunk count with the fewest estimated block-waves of work,
+              counting the state-only first pass as half a chunk per chunk (target_blocks =
+              concurrent blocks). The default: on the H200 (L 8192, H 16, Dv 64) it took
+              0.108 ms at B = 1 and 0.743 ms at B = 16 where "fill" took 0.157 and 0.810
+              (docs/benchmarks.md, "Kernel tuning").
+    "fill"  - the smallest divisor of the chunk count with B * H * segments >= target_blocks.
   key_sums: where the final k_state comes from when normalize=False (with normalize=True the
     kernel always carries the key sums, which feed the denominator):
-    "kernel" - fp32 accumulators in the kernel (measured on the H200);
+    "kernel" - fp32 accumulators in the kernel (the default);
     "xla"    - an XLA Gram-matrix reduction of k (sum k k^T, sum k, count), which frees the
-               kernel of 3 accumulators and their wgmmas. Not yet measured on a GPU.
+               kernel of 3 accumulators and their wgmmas. Slower on the H200: 1.07 vs
+               0.81 ms at B = 16 and 7.07 vs 5.40 ms at B = 128 (L 8192, H 16).
   """
 
   max_value_block: int = 64
   target_blocks: int = 264
   min_segment_chunks: int = 4
   max_concurrent_steps: int = 2
-  planner: str = "fill"
+  planner: str = "waves"
   key_sums: str = "kernel"
 
   def __post_init__(self):

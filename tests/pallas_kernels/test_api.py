@@ -56,8 +56,8 @@ def test_unavailable_reason_names_the_problem():
 
 @pytest.mark.parametrize("batch,heads,chunks", [(1, 16, 128), (16, 16, 128), (1, 1, 7),
                                                  (3, 5, 2048), (1, 16, 1), (256, 16, 128)])
-def test_plan_segments(batch, heads, chunks):
-  config = KernelConfig()
+def test_fill_planner_fills_the_gpu(batch, heads, chunks):
+  config = KernelConfig(planner="fill")
   nseg = api.plan_segments(batch, heads, chunks, config)
   assert chunks % nseg == 0
   assert nseg == 1 or chunks // nseg >= config.min_segment_chunks
