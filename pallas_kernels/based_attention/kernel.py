@@ -145,11 +145,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
       s_ref = refs.pop(0)
     if emit_ks:
       ks_ref = refs.pop(0)
-    ksb_smem = None
-    if normalize:
-      (mats_smem, phi_smem, (p_smem, o_smem), sb_smem, ksb_smem, ones_smem, barriers) = refs
-    else:
-      (mats_smem, phi_smem, (p_smem, o_smem), sb_smem, ones_smem, barriers) = refs
+    (mats_smem, phi_smem, p_smem, sb_smem, ksb_smem, ones_smem, o_smem, barriers) = refs
 
     h = lax.axis_index("h")
     seg = lax.axis_index("seg")
@@ -192,11 +188,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         if emit_output:
           q_smem, k_smem, v_smem = refs
           _build_features(q_smem, mats_smem, phi_smem, "q")
-          scores = _taylor_scores(q_smem, k_smem)
-          # P shares its buffer with the output tile: the previous chunk's TMA store must have
-          # read it (long done by now: the k features and state update ran since).
-          plgpu.wait_smem_to_gmem(0, wait_read_only=True)
-          p_smem[...] = scores
+          p_smem[...] = _taylor_scores(q_smem, k_smem)
           plgpu.commit_smem()
 
           def outputs(o_acc, den_acc=None):
@@ -218,9 +210,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
             out, den = out                                             # den [64, 16]
             den_row = den.max(axis=1) + eps                            # [64] (columns equal)
             out = out / lax.broadcast_in_dim(den_row, out.shape, [0])
-          # The output tile leaves through our own buffer (the pipeline's predicated output
-          # copies are not supported by the CPU interpreter), which P's occupies until o_acc
-          # was read.
+          # The output tile leaves through our own buffer: the pipeline's predicated output
+          # copies are not supported by the CPU interpreter.
+          plgpu.wait_smem_to_gmem(0, wait_read_only=True)
           o_smem[...] = out.astype(jnp.bfloat16)
           plgpu.commit_smem()
           plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])
@@ -266,20 +258,14 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         *[plgpu.ACC((CHUNK, ncols), jnp.float32) for _ in range(_G)],
         *[plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32) for _ in range(_G if need_ks else 0)])
 
-  # Shared memory per block (normalize=False, ncols=64, two pipeline stages): 96 KiB, so two
-  # blocks share an SM with room for a third pipeline stage.
   scratch = (
       plgpu.SMEM((features.NUM_MATS, _F, 64), jnp.bfloat16, transforms=_tiled()),  # matrices
       plgpu.SMEM((_G, CHUNK, 64), jnp.bfloat16, transforms=_tiled()),      # psi(Q) / psi(K)
-      plgpu.RefUnion(                                                      # disjoint lifetimes
-          plgpu.SMEM((CHUNK, CHUNK), jnp.bfloat16, transforms=_tiled()),   # intra-chunk P
-          plgpu.SMEM((CHUNK, ncols), jnp.bfloat16, transforms=_tiled())),  # output tile
+      plgpu.SMEM((CHUNK, CHUNK), jnp.bfloat16, transforms=_tiled()),       # intra-chunk P
       plgpu.SMEM((_G, CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),   # bf16(S)
-  )
-  if normalize:
-    scratch += (plgpu.SMEM((_G, CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),)  # bf16(KS)
-  scratch += (
+      plgpu.SMEM((_G, CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # bf16(KS)
       plgpu.SMEM((CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # all ones
+      plgpu.SMEM((CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),       # output tile
       plgpu.Barrier(num_barriers=5),
   )
   call = plgpu.kernel(
