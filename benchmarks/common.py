@@ -62,3 +62,26 @@ def time_torch(fn: Callable[[], Any], iterations: int = 20) -> dict:
     times.append(start.elapsed_time(end))
   return {"ms": statistics.median(times), "runs": len(times),
           "method": "torch.cuda.Event around one call, median"}
+
+
+def kernel_breakdown(fn: Callable[..., Any], *args, top: int = 12) -> list[str]:
+  """CUPTI time of every kernel of one call of a jitted function, summed by kernel name.
+
+  Returns report lines, the largest first: a header with the kernel count and total, then
+  `ms  xcount  name` for the `top` names.
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental.mosaic.gpu import profiler  # pylint: disable=g-import-not-at-top
+
+  jax.block_until_ready(fn(*args))
+  _, per_kernel = profiler.measure(fn, aggregate=False)(*args)
+  totals = collections.defaultdict(lambda: [0.0, 0])
+  for name, ms in per_kernel:
+    totals[name[:90]][0] += ms
+    totals[name[:90]][1] += 1
+  lines = [f"{len(per_kernel)} kernels, sum {sum(t[0] for t in totals.values()):.4f} ms"]
+  for name, (ms, count) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]:
+    lines.append(f"   {ms:9.4f} ms  x{count:4d}  {name}")
+  return lines
