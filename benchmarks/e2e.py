@@ -11,8 +11,8 @@ program per (model, batch): the prompt prefill and the whole decode loop run ins
 Every batch size gets both numbers (each program runs prefill then the decode loop); the
 prefill and decode sets above choose which batch sizes run.
 - Memory: the compiled program's own estimate (`memory_analysis()`: arguments + outputs + temps
-  - aliased) per config, and the process peak (`memory_stats()["peak_bytes_in_use"]`, a running
-  maximum over the process, so it is only that config's peak when configs run in ascending size).
+  - aliased) per config, and the process peak (`memory_stats()["peak_bytes_in_use"]`; each
+  config runs in its own process unless --no-isolate, so this is that config's peak).
   `--memory-lengths` compiles (without running) the B=4 program at shorter prompts to show how
   prefill memory grows with L.
 
@@ -102,11 +102,28 @@ def parse_args(argv=None):
   parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "e2e.json"),
                       help="JSON output (default benchmarks/results/e2e.json)")
   parser.add_argument("--plot", default=None, help="PNG output (default: --out with .png)")
+  parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                      help="run each (model, batch) in a fresh process (default). An out-of-memory "
+                      "failure leaves the failed program's effect token in the JAX runtime, and "
+                      "every later generate() in that process fails with the same error (seen on "
+                      "the H200 after attn-360m at B=128); a fresh process keeps the other "
+                      "configs measurable and makes the process peak memory per config")
   return parser.parse_args(argv)
 
 
 def ints(text: str) -> list[int]:
   return [int(x) for x in text.split(",") if x.strip()]
+
+
+def batch_order(args) -> tuple[set[int], set[int], list[int]]:
+  """(prefill batch sizes, decode batch sizes, the order to run all of them in)."""
+  prefill_bs, decode_bs = set(ints(args.prefill_batch_sizes)), set(ints(args.decode_batch_sizes))
+  wanted = prefill_bs | decode_bs
+  order = [b for b in ints(args.priority) if b in wanted] + sorted(
+      wanted - set(ints(args.priority)))
+  if args.smoke:
+    order = [b for b in order if b <= 4] or [1]
+  return prefill_bs, decode_bs, order
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,8 +378,83 @@ def save(results: dict, out: Path, plot: Path) -> None:
   plt.close(fig)
 
 
+def run_isolated(args, argv) -> int:
+  """Runs every (model, batch) in its own child process (this process never starts JAX) and
+  merges their JSON into one result."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+
+  start = time.perf_counter()
+  out = Path(args.out)
+  plot = Path(args.plot) if args.plot else out.with_suffix(".png")
+  prefill_bs, decode_bs, order = batch_order(args)
+  passthrough = _passthrough_args(argv)
+  merged, last_child_s = None, 0.0
+  with tempfile.TemporaryDirectory() as tmp:
+    for name in [m for m in args.models.split(",") if m]:
+      for done, batch in enumerate(order):
+        if time.perf_counter() - start + last_child_s > args.time_budget_s:
+          if merged is not None:
+            merged["skipped"].append({"model": name, "batch": batch, "reason": "time budget"})
+          continue
+        child_out = Path(tmp) / f"{name}-{batch}.json"
+        memory = done == args.memory_after and (name == "based-360m" or args.smoke)
+        cmd = [sys.executable, str(Path(__file__).resolve()), *passthrough, "--no-isolate",
+               "--models", name, "--prefill-batch-sizes",
+               str(batch) if batch in prefill_bs else "", "--decode-batch-sizes",
+               str(batch) if batch in decode_bs else "", "--priority", str(batch),
+               "--memory-after", "0" if memory else "-1", "--out", str(child_out)]
+        t0 = time.perf_counter()
+        code = subprocess.call(cmd)
+        last_child_s = time.perf_counter() - t0
+        if not child_out.exists():
+          row = {"model": name, "batch": batch,
+                 "error": f"child process exited with {code} before writing results"}
+          print(f"  {name} B={batch}: {row['error']}", flush=True)
+          if merged is not None:
+            merged["configs"].append(row)
+          continue
+        child = json.loads(child_out.read_text())
+        if merged is None:
+          merged = dict(child, configs=[], memory_vs_length=[], skipped=[])
+        for key in ("configs", "memory_vs_length", "skipped"):
+          merged[key].extend(child[key])
+        save(merged, out, plot)
+  if merged is None:
+    print("no config ran", file=sys.stderr)
+    return 1
+  merged["wall_s"] = time.perf_counter() - start
+  merged["isolated"] = True
+  save(merged, out, plot)
+  print(f"wrote {out} and {plot} in {merged['wall_s']:.0f} s", flush=True)
+  return 0
+
+
+_CHILD_OWNED = ("--models", "--prefill-batch-sizes", "--decode-batch-sizes", "--priority",
+                "--memory-after", "--out", "--plot", "--time-budget-s")
+
+
+def _passthrough_args(argv) -> list[str]:
+  """The command-line arguments a child inherits (those the parent sets per child removed)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  kept, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+      continue
+    if arg in _CHILD_OWNED:
+      skip = True
+      continue
+    if arg.split("=", 1)[0] in _CHILD_OWNED or arg in ("--isolate", "--no-isolate"):
+      continue
+    kept.append(arg)
+  return kept
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
+  if args.isolate:
+    return run_isolated(args, argv)
   start = time.perf_counter()
   import jax
   import jax.numpy as jnp
@@ -372,12 +464,7 @@ def main(argv=None) -> int:
   out = Path(args.out)
   plot = Path(args.plot) if args.plot else out.with_suffix(".png")
   length = 64 if args.smoke else args.prompt_len
-  prefill_bs, decode_bs = set(ints(args.prefill_batch_sizes)), set(ints(args.decode_batch_sizes))
-  wanted = prefill_bs | decode_bs
-  order = [b for b in ints(args.priority) if b in wanted] + sorted(
-      wanted - set(ints(args.priority)))
-  if args.smoke:
-    order = [b for b in order if b <= 4] or [1]
+  prefill_bs, decode_bs, order = batch_order(args)
   device = jax.devices()[0]
   limit, _ = device_memory()
   results = {"device": getattr(device, "device_kind", str(device)), "backend": device.platform,
