@@ -223,6 +223,23 @@ def _generate_program(params, input_ids, attention_mask, key, *, model, max_new_
   return tokens, lengths, done, steps
 
 
+def _forget_failed_effect_tokens() -> None:
+  """Drops JAX's ordered-effect tokens after a failed run.
+
+  The program orders its host callbacks (`ordered=True`), so JAX threads a runtime token from
+  each run into the next. When a run fails on the device (seen: out of memory at a too large
+  batch on the H200), its token carries the error and every later ordered program in the process
+  fails with it, also at a batch that fits. Starting the next run without a token is safe: the
+  failed run has no callbacks left to order against. Uses JAX's private token set; a JAX without
+  it keeps the old behaviour.
+  """
+  try:
+    from jax._src import dispatch  # pylint: disable=g-import-not-at-top
+    dispatch.runtime_tokens.clear()
+  except (ImportError, AttributeError):
+    pass
+
+
 _STATIC = ("model", "max_new_tokens", "sampling", "eos_token_id", "pad_token_id", "vocab_size",
            "stream")
 _generate_jit = jax.jit(_generate_program, static_argnames=_STATIC)
@@ -329,10 +346,15 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     _RUN.clear()
     _RUN["callback"] = callback
     t_start = time.perf_counter()
-    tokens, lengths, hit_eos, steps = compiled(*args)
-    tokens, lengths, hit_eos, steps = jax.device_get((tokens, lengths, hit_eos, steps))
-    t_end = time.perf_counter()
-    jax.effects_barrier()  # every host callback of this run has returned
+    try:
+      tokens, lengths, hit_eos, steps = compiled(*args)
+      tokens, lengths, hit_eos, steps = jax.device_get((tokens, lengths, hit_eos, steps))
+      t_end = time.perf_counter()
+      jax.effects_barrier()  # every host callback of this run has returned
+    except jax.errors.JaxRuntimeError:
+      _forget_failed_effect_tokens()
+      _RUN.clear()
+      raise
     t_first = _RUN.get("first_token_time", t_end)
     _RUN.clear()
 

@@ -187,6 +187,38 @@ def test_toy_no_recompilation_across_calls_and_tokens(toy):
   assert len(generation._COMPILED) == 2  # bucket 32 is a new program
 
 
+def test_toy_failed_run_drops_effect_tokens_and_the_next_run_works(toy, monkeypatch):
+  """A run that fails on the device (an OOM on the H200) must not fail later runs through the
+  ordered-effect token JAX carries between programs: generate() drops the tokens and re-raises."""
+  from jax._src import dispatch  # pylint: disable=g-import-not-at-top
+
+  model, params = toy
+  ids = np.random.default_rng().integers(0, model.vocab, size=(2, 5))
+  generation.clear_cache()
+
+  class FailingProgram:
+    def lower(self, *args, **kwargs):
+      return self
+
+    def compile(self):
+      def run(*args):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory (simulated)")
+      return run
+
+  sentinel = {"failed-token": object()}
+  monkeypatch.setattr(generation, "_generate_jit", FailingProgram())
+  monkeypatch.setattr(dispatch.runtime_tokens, "current_tokens", dict(sentinel))
+  with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"):
+    generate(model, params, ids, max_new_tokens=4)
+  assert dispatch.runtime_tokens.current_tokens == {}
+  assert generation._RUN == {}
+  monkeypatch.undo()
+  generation.clear_cache()
+  out = generate(model, params, ids, max_new_tokens=4)
+  first = np.asarray(model.apply({"params": params}, jnp.asarray(ids)))[:, -1].argmax(-1)
+  np.testing.assert_array_equal(out.tokens[:, 0], first)
+
+
 def test_toy_seeded_sampling_reproducible_and_seed_dependent(toy):
   model, params = toy
   ids = np.random.default_rng().integers(0, model.vocab, size=(4, 6))
