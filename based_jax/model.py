@@ -30,7 +30,7 @@ from flax import struct
 from based_jax.config import BasedConfig
 from based_jax.inputs import check_attention_mask, check_token_ids
 from based_jax.layers import Dtype, RMSNorm, SwiGLU, dense, matmul_precision
-from based_jax.mixers import MHA, BaseConv, LinearAttention, SlidingWindowAttention
+from based_jax.mixers import MHA, BaseConv, LinearAttention, SlidingWindowAttention, mha
 
 _MIXERS = {"conv": BaseConv, "linear_attention": LinearAttention,
            "sliding_window": SlidingWindowAttention, "mha": MHA}
@@ -79,13 +79,16 @@ class Block(nn.Module):
   layer_idx: int
   dtype: Dtype = jnp.float32
   la_impl: str = "auto"
+  attn_impl: str = "xla"
 
   def setup(self):
     cfg = self.config
     kind = cfg.layer_types[self.layer_idx]
     if kind == "linear_attention":
       kwargs = {"impl": self.la_impl}
-    elif kind in ("sliding_window", "mha"):
+    elif kind == "mha":
+      kwargs = {"layer_idx": self.layer_idx, "impl": self.attn_impl}
+    elif kind == "sliding_window":
       kwargs = {"layer_idx": self.layer_idx}  # softmax scale may depend on it
     else:
       kwargs = {}
@@ -121,12 +124,13 @@ class Transformer(nn.Module):
   config: BasedConfig
   dtype: Dtype = jnp.float32
   la_impl: str = "auto"
+  attn_impl: str = "xla"
 
   def setup(self):
     cfg = self.config
     self.embeddings = Embeddings(cfg, dtype=self.dtype)
-    self.layers = [Block(cfg, i, dtype=self.dtype, la_impl=self.la_impl)
-                   for i in range(cfg.n_layer)]
+    self.layers = [Block(cfg, i, dtype=self.dtype, la_impl=self.la_impl,
+                         attn_impl=self.attn_impl) for i in range(cfg.n_layer)]
     self.ln_f = RMSNorm(cfg.layer_norm_epsilon)
 
   def _embed(self, input_ids):
@@ -167,14 +171,22 @@ class BasedLM(nn.Module):
 
   config: BasedConfig; dtype: compute dtype (float32 or bfloat16), params are cast to it at use;
   la_impl: linear-attention implementation passed to based_jax.ops.linear_attention.
+  attn_impl: full-attention (MHA) prefill, "xla" (a key-block scan, any backend) or "cudnn"
+    (cuDNN flash attention for unpadded batches on NVIDIA GPUs, bf16/fp16; opt-in, not yet
+    measured against "xla" on the H200).
   """
 
   config: BasedConfig
   dtype: Dtype = jnp.float32
   la_impl: str = "auto"
+  attn_impl: str = "xla"
 
   def setup(self):
-    self.transformer = Transformer(self.config, dtype=self.dtype, la_impl=self.la_impl)
+    if self.attn_impl not in mha.ATTENTION_IMPLS:
+      raise ValueError(
+          f"BasedLM: attn_impl must be one of {mha.ATTENTION_IMPLS}; got {self.attn_impl!r}")
+    self.transformer = Transformer(self.config, dtype=self.dtype, la_impl=self.la_impl,
+                                   attn_impl=self.attn_impl)
     if not self.config.tie_word_embeddings:
       self.lm_head = dense(self.config.vocab_size_padded, use_bias=False, dtype=self.dtype,
                            name="lm_head")

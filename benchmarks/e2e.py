@@ -83,6 +83,9 @@ def parse_args(argv=None):
                       help="tokens generated per run (default 65: prefill token + 64 decode steps)")
   parser.add_argument("--repeats", type=int, default=3, help="timed runs per config (median)")
   parser.add_argument("--impl", default="auto", help="linear-attention implementation")
+  parser.add_argument("--attn-impl", default="xla", choices=("xla", "cudnn"),
+                      help="full-attention prefill of attn-360m: the XLA key-block scan (default) "
+                      "or cuDNN flash attention (BasedLM(attn_impl=...))")
   parser.add_argument("--fallback-impl", default="chunked",
                       help="when a config fails (not OOM) under --impl, record the error and rerun "
                       "it and the rest with this implementation ('' to stop instead)")
@@ -145,7 +148,7 @@ def random_bf16_params(model, seed: int = 0):
   import jax
   import jax.numpy as jnp
 
-  shapes = jax.eval_shape(model.clone(la_impl="reference").init, jax.random.key(0),
+  shapes = jax.eval_shape(model.clone(la_impl="reference", attn_impl="xla").init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, 8), jnp.int32))["params"]  # shapes only
   flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
 
@@ -187,7 +190,7 @@ def cache_bytes(model, params, batch: int, length: int, max_length: int) -> dict
   import jax
   import jax.numpy as jnp
 
-  shape_model = model.clone(la_impl="chunked")  # same cache shapes; resolvable on any backend
+  shape_model = model.clone(la_impl="chunked", attn_impl="xla")  # same cache shapes, any backend
   _, cache = jax.eval_shape(
       lambda p, x: shape_model.apply({"params": p}, x, None, max_length=max_length,
                                      method="prefill"),
@@ -469,6 +472,7 @@ def main(argv=None) -> int:
   limit, _ = device_memory()
   results = {"device": getattr(device, "device_kind", str(device)), "backend": device.platform,
              "jax": jax.__version__, "python": platform.python_version(), "impl": args.impl,
+             "attn_impl": args.attn_impl,
              "prompt_len": length, "decode_steps": args.decode_steps, "repeats": args.repeats,
              "peak_flops": PEAK_FLOPS, "peak_bytes_per_s": PEAK_BYTES, "smoke": args.smoke,
              "configs": [], "memory_vs_length": [], "skipped": []}
@@ -480,7 +484,7 @@ def main(argv=None) -> int:
       print(f"unknown model {name!r}; choose from {PRESETS}", file=sys.stderr)
       return 2
     config = make_config(name, args.smoke)
-    model = BasedLM(config, dtype=jnp.bfloat16, la_impl=args.impl)
+    model = BasedLM(config, dtype=jnp.bfloat16, la_impl=args.impl, attn_impl=args.attn_impl)
     params = random_bf16_params(model)
     n_other, n_emb = param_counts(params)
     print(f"{name}: {n_other / 1e6:.1f}M non-embedding + {n_emb / 1e6:.1f}M embedding params",

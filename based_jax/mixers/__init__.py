@@ -10,10 +10,12 @@ position: [B] int32; index: [] int32 absolute index of the decoded token.
 
 from based_jax.mixers.base_conv import BaseConv, ConvCache, causal_depthwise_conv
 from based_jax.mixers.linear_attention import LinearAttention
-from based_jax.mixers.mha import MHA, KVCache, cache_attention, flash_causal_attention
+from based_jax.mixers.mha import (ATTENTION_IMPLS, MHA, KVCache, cache_attention, causal_attention,
+                                  flash_causal_attention)
 from based_jax.mixers.sliding_window import SlidingWindowAttention, banded_attention
 
 __all__ = [
+    "ATTENTION_IMPLS",
     "BaseConv",
     "ConvCache",
     "KVCache",
@@ -22,6 +24,7 @@ __all__ = [
     "SlidingWindowAttention",
     "banded_attention",
     "cache_attention",
+    "causal_attention",
     "causal_depthwise_conv",
     "flash_causal_attention",
 ]

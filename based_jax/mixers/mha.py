@@ -4,8 +4,10 @@
     o_i = softmax_j(q_i . k_j * scale) v_j over the allowed keys;     y = out_proj(o)
 
 Prefill runs a flash-style scan over key blocks (online softmax), so memory is O(L * block),
-never [L, L]. Decoding keeps a KV cache of `max_length` rotated keys and values, written at the
-absolute index of each token; pad slots are invalid. Softmax statistics are fp32.
+never [L, L] (impl "xla"); impl "cudnn" hands unpadded batches to cuDNN's fused flash attention
+(`jax.nn.dot_product_attention`, NVIDIA GPUs, bf16/fp16) and keeps the scan for left-padded ones.
+Decoding keeps a KV cache of `max_length` rotated keys and values, written at the absolute index
+of each token; pad slots are invalid. Softmax statistics are fp32.
 """
 
 import jax
@@ -18,6 +20,7 @@ from based_jax.layers import Dtype, apply_rotary, dense, matmul_precision, rotar
 
 _NEG = -1e30  # finite "minus infinity": rows with no allowed key stay finite (and are zeroed)
 _KEY_BLOCK = 256
+ATTENTION_IMPLS = ("xla", "cudnn")
 
 
 @struct.dataclass
@@ -72,6 +75,31 @@ def flash_causal_attention(q, k, v, key_valid, *, scale: float, precision,
   (_, l, acc), _ = jax.lax.scan(body, init, (kb, vb, validb, starts))
   out = acc / jnp.where(l > 0, l, 1.0)[..., None]  # [B, H, L, D]
   return out.transpose(0, 2, 1, 3).astype(v.dtype)  # [B, L, H, D]
+
+
+def cudnn_unavailable_reason(dtype) -> str | None:
+  """Why impl "cudnn" cannot run here with this compute dtype, or None."""
+  if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+    return f"cuDNN flash attention takes bfloat16 or float16; the model computes in {dtype}"
+  if jax.default_backend() != "gpu":
+    return f"cuDNN flash attention needs an NVIDIA GPU; JAX's backend is {jax.default_backend()}"
+  return None
+
+
+def causal_attention(q, k, v, key_valid, *, scale: float, precision, impl: str) -> jax.Array:
+  """Causal softmax attention through `impl`. q, k, v: [B, L, H, D]; key_valid: [B, L] or None.
+
+  impl "cudnn" runs unpadded batches (key_valid None) on cuDNN and padded ones on the scan.
+  """
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}; got {impl!r}")
+  if impl == "cudnn" and key_valid is None:
+    reason = cudnn_unavailable_reason(q.dtype)
+    if reason is not None:
+      raise ValueError(f"attn_impl='cudnn': {reason}")
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+                                        implementation="cudnn")  # [B, L, H, D]
+  return flash_causal_attention(q, k, v, key_valid, scale=scale, precision=precision)
 
 
 def cache_attention(q, cache: KVCache, *, scale: float, precision) -> jax.Array:
@@ -137,19 +165,27 @@ class SoftmaxAttentionBase(nn.Module):
 
 
 class MHA(SoftmaxAttentionBase):
-  """Full causal multi-head attention (attention baseline). x: [B, L, d] -> [B, L, d]."""
+  """Full causal multi-head attention (attention baseline). x: [B, L, d] -> [B, L, d].
+
+  impl: "xla" (the key-block scan) or "cudnn" (see causal_attention).
+  """
+
+  impl: str = "xla"
+
+  def _attend(self, q, k, v, mask):
+    return causal_attention(q, k, v, mask, scale=self.scale, precision=self.precision,
+                            impl=self.impl)  # [B, L, H, D]
 
   def __call__(self, x, mask=None, positions=None):
     q, k, v = self._project(x, mask, positions)
-    o = flash_causal_attention(q, k, v, mask, scale=self.scale, precision=self.precision)
-    return self._output(o)
+    return self._output(self._attend(q, k, v, mask))
 
   def prefill(self, x, mask, positions, max_length):
     b, length, _ = x.shape
     if max_length < length:
       raise ValueError(f"prefill: max_length={max_length} must be >= the prompt length {length}")
     q, k, v = self._project(x, mask, positions)
-    o = flash_causal_attention(q, k, v, mask, scale=self.scale, precision=self.precision)
+    o = self._attend(q, k, v, mask)  # [B, L, H, D]
     shape = (b, max_length, self.config.n_head, self.config.head_dim)
     valid = jnp.ones((b, length), bool) if mask is None else mask
     cache = KVCache(

@@ -11,7 +11,7 @@ import pytest
 from based_jax.config import BasedConfig
 from based_jax.layers import RMSNorm, SwiGLU, apply_rotary, rotary_cos_sin
 from based_jax.mixers import (MHA, BaseConv, LinearAttention, SlidingWindowAttention,
-                              banded_attention, flash_causal_attention)
+                              banded_attention, causal_attention, flash_causal_attention)
 
 F32 = dict(rtol=2e-5, atol=2e-5)
 
@@ -212,6 +212,46 @@ def test_flash_causal_attention_vs_dense_numpy(length, block):
   want = np_masked_attention(*(a.astype(np.float64) for a in (q, k, v)), 0.35, allowed)
   real = valid[:, :, None, None] & np.ones_like(want, bool)
   np.testing.assert_allclose(np.asarray(got)[real], want[real], **F32)
+
+
+def _attention_inputs(length, dtype, seed=None):
+  r = np.random.default_rng(seed)
+  return tuple(jnp.asarray(r.standard_normal((2, length, 4, 64)), dtype) for _ in range(3))
+
+
+def test_cudnn_attention_refuses_float32_and_non_gpu_backends_by_name():
+  q, k, v = _attention_inputs(17, jnp.float32)
+  with pytest.raises(ValueError, match=r"attn_impl='cudnn'.*bfloat16"):
+    causal_attention(q, k, v, None, scale=0.125, precision=None, impl="cudnn")
+  if jax.default_backend() != "gpu":
+    qb, kb, vb = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    with pytest.raises(ValueError, match=r"attn_impl='cudnn'.*GPU"):
+      causal_attention(qb, kb, vb, None, scale=0.125, precision=None, impl="cudnn")
+  with pytest.raises(ValueError, match="attention impl must be one of"):
+    causal_attention(q, k, v, None, scale=0.125, precision=None, impl="flash")
+
+
+def test_cudnn_attention_keeps_padded_batches_on_the_scan():
+  q, k, v = _attention_inputs(23, jnp.float32)
+  valid = np.ones((2, 23), bool)
+  valid[1, :5] = False
+  got = causal_attention(q, k, v, jnp.asarray(valid), scale=0.125,
+                         precision=jax.lax.Precision.HIGHEST, impl="cudnn")
+  want = flash_causal_attention(q, k, v, jnp.asarray(valid), scale=0.125,
+                                precision=jax.lax.Precision.HIGHEST)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("length", [1, 77, 1000])
+def test_cudnn_attention_matches_the_float32_scan_on_gpu(length):
+  q, k, v = _attention_inputs(length, jnp.bfloat16)
+  got = causal_attention(q, k, v, None, scale=0.125, precision=None, impl="cudnn")
+  f32 = [x.astype(jnp.float32) for x in (q, k, v)]
+  want = flash_causal_attention(*f32, None, scale=0.125, precision=jax.lax.Precision.HIGHEST)
+  err = float(jnp.linalg.norm((got.astype(jnp.float32) - want).ravel()) /
+              jnp.linalg.norm(want.ravel()))
+  assert err <= 1e-2, err
 
 
 @pytest.mark.parametrize("kind, n_embd, fraction", [("sliding_window", 64, 1.0),

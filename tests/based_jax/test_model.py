@@ -111,6 +111,28 @@ def test_la_impls_agree_inside_the_model():
   np.testing.assert_allclose(np.asarray(chunked), np.asarray(ref), rtol=1e-4, atol=1e-4)
 
 
+def test_unknown_attn_impl_is_a_named_error():
+  cfg = CONFIGS["attn-d64"]
+  ids = random_ids(cfg, (1, 5), seed=3)
+  with pytest.raises(ValueError, match="attn_impl must be one of"):
+    BasedLM(cfg, attn_impl="flash").init(jax.random.key(0), ids)
+
+
+@pytest.mark.gpu
+def test_cudnn_attention_inside_the_model_matches_xla():
+  """bf16 attention model: logits and prefill through cuDNN flash attention vs the XLA scan."""
+  cfg = CONFIGS["attn-d64"]
+  params = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), init_params(cfg))
+  ids = random_ids(cfg, (2, 301), seed=4)
+  logits = {impl: japply(BasedLM(cfg, dtype=jnp.bfloat16, attn_impl=impl), params, ids)
+            for impl in ("xla", "cudnn")}
+  err = np.asarray(logits["cudnn"] - logits["xla"])
+  scale = np.sqrt(np.mean(np.asarray(logits["xla"]) ** 2))
+  assert np.sqrt(np.mean(err ** 2)) < 0.02 * scale
+  agree = np.asarray(logits["cudnn"]).argmax(-1) == np.asarray(logits["xla"]).argmax(-1)
+  assert agree.mean() > 0.95
+
+
 def test_causal_future_tokens_do_not_change_past_logits():
   cfg = CONFIGS["based-d64"]
   params = init_params(cfg)
