@@ -8,8 +8,8 @@ Implementations:
   "chunked"    XLA block-parallel form, O(L) memory, any L (CPU default, GPU fallback)
   "pallas"     Mosaic GPU kernel for Hopper (package `pallas_kernels`)
   "ffi"        hand-written CUDA kernel through the XLA FFI (package `ffi`)
-  "auto"       pallas -> ffi -> chunked (ffi first at B*H <= 16, where it measured faster);
-               on a GPU a fallback warns once, saying why
+  "auto"       pallas -> ffi -> chunked (the measured H200 order, see _auto_order); on a GPU a
+               fallback warns once, saying why
 A named implementation that cannot run raises; it never falls back silently.
 """
 
@@ -31,11 +31,13 @@ _KERNEL_PACKAGES = {"pallas": "pallas_kernels", "ffi": "ffi"}
 
 
 def _auto_order(q) -> tuple[str, ...]:
-  """Kernel preference for "auto", from the measured H200 table (benchmarks/results/kernels.json,
-  L=8192, H=16, Dv=64): ffi was faster at B*H = 16 (0.147 vs 0.157 ms), pallas at every larger
-  B*H (0.275 vs 0.436 ms at B=4 up to 5.34 vs 9.63 ms at B=128)."""
-  b, _, h, _ = q.shape
-  return ("ffi", "pallas") if b * h <= 16 else ("pallas", "ffi")
+  """Kernel preference for "auto", from the measured H200 table (docs/benchmarks.md, L=8192,
+  H=16, Dv=64): pallas with its default planner is faster than ffi at every batch size
+  (0.108 vs 0.147 ms at B=1 up to 10.55 vs 19.04 ms at B=256) and at B=1 up to L=131072.
+  (Session 1's pallas, planner "fill", lost to ffi at B*H = 16: 0.157 vs 0.147 ms; the only
+  shape where ffi still measured faster is B=16, L=1024 against that planner, 0.183 vs 0.211.)"""
+  del q
+  return ("pallas", "ffi")
 
 
 def _kernel_package(impl: str):

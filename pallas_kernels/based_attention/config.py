@@ -22,7 +22,7 @@ class KernelConfig:
               counting the state-only first pass as half a chunk per chunk (target_blocks =
               concurrent blocks). The default: on the H200 (L 8192, H 16, Dv 64) it took
               0.108 ms at B = 1 and 0.743 ms at B = 16 where "fill" took 0.157 and 0.810
-              (docs/benchmarks.md, "Kernel tuning").
+              (docs/benchmarks.md, "Time vs batch").
     "fill"  - the smallest divisor of the chunk count with B * H * segments >= target_blocks.
   key_sums: where the final k_state comes from when normalize=False (with normalize=True the
     kernel always carries the key sums, which feed the denominator):

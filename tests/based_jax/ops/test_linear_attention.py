@@ -225,7 +225,9 @@ def test_explicit_kernel_without_gpu_raises_with_reason(impl):
     ops.linear_attention(q, q, v, normalize=True, impl=impl)
 
 
-def test_auto_prefers_the_kernel_that_measured_faster(monkeypatch):
+def _fake_kernels(monkeypatch, unavailable=()):
+  """Replaces the kernel packages by fakes that record their name and run the chunked path;
+  the ones named in `unavailable` report themselves unavailable. Returns the call list."""
   from based_jax.ops import dispatch
 
   calls = []
@@ -235,16 +237,27 @@ def test_auto_prefers_the_kernel_that_measured_faster(monkeypatch):
       self.name = name
 
     def unavailable_reason(self, q, k, v):
-      return None
+      return f"{self.name} unavailable (test)" if self.name in unavailable else None
 
     def linear_attention(self, q, k, v, **kw):
       calls.append(self.name)
-      return chunked(q, k, v, **kw)
+      return ops.chunked_linear_attention(q, k, v, **kw)
 
-  chunked = ops.chunked_linear_attention
-  monkeypatch.setattr(dispatch, "_kernel_package", lambda impl: FakeKernel(impl))
+  monkeypatch.setattr(dispatch, "_kernel_package", FakeKernel)
+  return calls
+
+
+def test_auto_prefers_the_kernel_that_measured_faster(monkeypatch):
+  calls = _fake_kernels(monkeypatch)
   rng = np.random.default_rng()
-  for batch, heads, want in ((1, 16, "ffi"), (4, 16, "pallas")):
+  for batch, heads in ((1, 16), (1, 1), (4, 16)):   # pallas measured faster at every B
     q, k, v = _inputs(rng, batch, 5, heads, 8)
     ops.linear_attention(q, k, v, normalize=True, impl="auto")
-    assert calls[-1] == want, (batch, heads, calls)
+    assert calls[-1] == "pallas", (batch, heads, calls)
+
+
+def test_auto_falls_back_to_ffi_when_pallas_cannot_run(monkeypatch):
+  calls = _fake_kernels(monkeypatch, unavailable=("pallas",))
+  q, k, v = _inputs(np.random.default_rng(), 2, 5, 3, 8)
+  ops.linear_attention(q, k, v, normalize=True, impl="auto")
+  assert calls == ["ffi"]
