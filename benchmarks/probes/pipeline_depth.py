@@ -1,10 +1,9 @@
 """Pallas TMA pipeline depth (max_concurrent_steps 2 vs 3) at L 8192, H 16 (GPU only).
 
   PYTHONPATH=. python3 benchmarks/probes/pipeline_depth.py
-Session 2 output: benchmarks/results/session2/final_gpu0.log (knob3 lines).
+Session 2 output: benchmarks/results/session2/final_gpu0.log (knob3 lines), measured on the
+kernel of 7271c43 (P and output tile in one buffer, which made room for a third stage).
 """
-import sys, os
-sys.path.insert(0, os.getcwd())
 import numpy as np, jax, jax.numpy as jnp
 from benchmarks import common
 from pallas_kernels import based_attention as ba

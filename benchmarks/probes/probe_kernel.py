@@ -1,93 +1,129 @@
 """Pallas kernel probe: stage ablation, KernelConfig knob sweep, per-kernel breakdown.
 
   PYTHONPATH=. OUT=/tmp python3 benchmarks/probes/probe_kernel.py   (SMOKE=1: CPU interpreter)
-Appends to $OUT/probe2.log; session 2 output: benchmarks/results/session2/probe_kernel.log.
+
+Appends to $OUT/probe2.log; session-2 output: benchmarks/results/session2/probe_kernel.log.
+When session 2 ran it, KernelConfig() meant planner="fill": the log's `{}` rows and the "default"
+breakdowns are the fill planner; this script now pins planner="fill" where it meant that.
 """
-import os, sys, time
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
 import numpy as np
-import jax, jax.numpy as jnp
-sys.path.insert(0, os.getcwd())
+
 from benchmarks import common
-from pallas_kernels.based_attention import api
+from benchmarks.probes.stage_ablation import ablated_kernel
 from pallas_kernels import based_attention as ba
+from pallas_kernels.based_attention import api
+from pallas_kernels.based_attention import kernel as real_kernel
 
 SMOKE = os.environ.get("SMOKE") == "1"
-OUT = os.environ.get("OUT", "/tmp")
-LOG = open(os.path.join(OUT, "probe2.log"), "a")
-T0 = time.time()
-def log(*a):
-  s = f"[{time.time()-T0:6.1f}s] " + " ".join(str(x) for x in a)
-  print(s, flush=True); LOG.write(s + "\n"); LOG.flush()
+LENGTH = 256 if SMOKE else 8192
+STAGES = ("feat_q", "feat_k", "scores", "out_inter", "out_intra", "out_store", "state", "sb_store")
+ABLATIONS = [(), ("feat_q",), ("feat_k",), ("feat_q", "feat_k"), ("scores",), ("out_inter",),
+             ("out_intra",), ("out_store",), ("state",), ("sb_store",), STAGES]
+FILL = dict(planner="fill")
+KNOBS = {  # batch -> KernelConfig keyword sets, L = 8192, H = 16, Dv = 64
+    1: [FILL, dict(planner="waves"), dict(FILL, target_blocks=132), dict(FILL, target_blocks=528),
+        dict(FILL, min_segment_chunks=8), dict(FILL, min_segment_chunks=2),
+        dict(FILL, key_sums="xla"), dict(FILL, max_concurrent_steps=3)],
+    16: [FILL, dict(planner="waves"), dict(FILL, max_concurrent_steps=3), dict(FILL, key_sums="xla"),
+         dict(planner="waves", key_sums="xla"), dict(FILL, max_value_block=32),
+         dict(max_value_block=32, planner="waves")],
+    128: [FILL, dict(FILL, max_concurrent_steps=3), dict(FILL, key_sums="xla"),
+          dict(FILL, max_value_block=32)],
+    256: [FILL, dict(FILL, max_value_block=32)],
+}
 
-from benchmarks.probes.stage_ablation import ablated_kernel
-ka = ablated_kernel()
 
-def inputs(B, L, H=16, DV=64):
-  rng = np.random.default_rng(B * 7 + L)
-  q = jnp.asarray(rng.standard_normal((B, L, H, 16)) * 0.5, jnp.bfloat16)
-  k = jnp.asarray(rng.standard_normal((B, L, H, 16)) * 0.5, jnp.bfloat16)
-  v = jnp.asarray(rng.standard_normal((B, L, H, DV)), jnp.bfloat16)
+class Log:
+  def __init__(self, path):
+    self.file = open(path, "a")
+    self.t0 = time.time()
+
+  def __call__(self, *parts):
+    line = f"[{time.time() - self.t0:6.1f}s] " + " ".join(str(p) for p in parts)
+    print(line, flush=True)
+    self.file.write(line + "\n")
+    self.file.flush()
+
+
+def inputs(batch, length, heads=16, dv=64):
+  rng = np.random.default_rng(batch * 7 + length)
+  q = jnp.asarray(rng.standard_normal((batch, length, heads, 16)) * 0.5, jnp.bfloat16)
+  k = jnp.asarray(rng.standard_normal((batch, length, heads, 16)) * 0.5, jnp.bfloat16)
+  v = jnp.asarray(rng.standard_normal((batch, length, heads, dv)), jnp.bfloat16)
   return q, k, v
+
 
 def timed(fn, *args):
   if SMOKE:
-    jax.block_until_ready(fn(*args)); return {"ms": float("nan"), "wall_ms": float("nan")}
+    jax.block_until_ready(fn(*args))
+    return {"ms": float("nan"), "wall_ms": float("nan")}
   return common.time_jax(fn, *args, iterations=20)
 
-def breakdown(fn, *args, top=12, label=""):
-  lines = common.kernel_breakdown(fn, *args, top=top)
-  log(f"breakdown {label}: {lines[0]}")
-  for line in lines[1:]:
-    log(line)
 
-L = 256 if SMOKE else 8192
-interp = None
-if SMOKE:
-  from jax.experimental.pallas import mosaic_gpu as plgpu
-  interp = plgpu.InterpretGPUParams()
+def stage_ablation(log):
+  """Times the kernel with stages left out, one segment (planner waves at B >= 16)."""
+  ablated = ablated_kernel()
+  interpret = None
+  if SMOKE:
+    from jax.experimental.pallas import mosaic_gpu as plgpu  # pylint: disable=g-import-not-at-top
+    interpret = plgpu.InterpretGPUParams()
+  config = ba.KernelConfig(planner="waves")
+  api.BACKENDS["kernel"] = ablated.segment_call
+  try:
+    for batch in ((1,) if SMOKE else (16, 128)):
+      q, k, v = inputs(batch, LENGTH)
+      for skip in (ABLATIONS[:2] if SMOKE else ABLATIONS):
+        ablated.SKIP.clear()
+        ablated.SKIP.update(skip)
+        jax.clear_caches()       # SKIP is read at trace time
+        fn = jax.jit(lambda q, k, v: ba.linear_attention(
+            q, k, v, normalize=False, config=config, interpret=interpret))
+        try:
+          t = timed(fn, q, k, v)
+          log(f"ablate B={batch} L={LENGTH} skip={'+'.join(skip) or 'none'}: {t['ms']:.4f} ms")
+        except Exception as e:  # pylint: disable=broad-except
+          log(f"ablate B={batch} skip={skip}: FAILED {type(e).__name__}: {str(e)[:300]}")
+  finally:
+    api.BACKENDS["kernel"] = real_kernel.segment_call
+    jax.clear_caches()
 
-# 1. stage ablation, single pass (planner waves -> 1 segment at B >= 16)
-variants = [(), ("feat_q",), ("feat_k",), ("feat_q", "feat_k"), ("scores",), ("out_inter",),
-            ("out_intra",), ("out_store",), ("state",), ("sb_store",),
-            ("feat_q", "feat_k", "scores", "out_inter", "out_intra", "out_store", "state", "sb_store")]
-api.BACKENDS["kernel"] = ka.segment_call
-for B in ((1,) if SMOKE else (16, 128)):
-  q, k, v = inputs(B, L)
-  cfg = ba.KernelConfig(planner="waves")
-  for skip in (variants[:2] if SMOKE else variants):
-    ka.SKIP.clear(); ka.SKIP.update(skip); jax.clear_caches()
-    fn = jax.jit(lambda q, k, v: ba.linear_attention(q, k, v, normalize=False, config=cfg, interpret=interp))
-    try:
-      t = timed(fn, q, k, v)
-      log(f"ablate B={B} L={L} skip={'+'.join(skip) or 'none'}: {t['ms']:.4f} ms")
-    except Exception as e:
-      log(f"ablate B={B} skip={skip}: FAILED {type(e).__name__}: {str(e)[:300]}")
-from pallas_kernels.based_attention import kernel as real_kernel
-api.BACKENDS["kernel"] = real_kernel.segment_call
-ka.SKIP.clear(); jax.clear_caches()
-if SMOKE:
-  log("smoke done"); sys.exit(0)
 
-# 2. knob sweep
-plan = {
-  1: [dict(), dict(planner="waves"), dict(target_blocks=132), dict(target_blocks=528),
-      dict(min_segment_chunks=8), dict(min_segment_chunks=2), dict(key_sums="xla"), dict(max_concurrent_steps=3)],
-  16: [dict(), dict(planner="waves"), dict(max_concurrent_steps=3), dict(key_sums="xla"),
-       dict(planner="waves", key_sums="xla"), dict(max_value_block=32), dict(max_value_block=32, planner="waves")],
-  128: [dict(), dict(max_concurrent_steps=3), dict(key_sums="xla"), dict(max_value_block=32)],
-  256: [dict(), dict(max_value_block=32)],
-}
-for B, cfgs in plan.items():
-  q, k, v = inputs(B, L)
-  for kw in cfgs:
-    cfg = ba.KernelConfig(**kw)
-    fn = jax.jit(lambda q, k, v, cfg=cfg: ba.linear_attention(q, k, v, normalize=False, config=cfg))
-    try:
-      t = timed(fn, q, k, v)
-      log(f"knob B={B} L={L} {kw}: {t['ms']:.4f} ms (wall {t['wall_ms']:.3f})")
-    except Exception as e:
-      log(f"knob B={B} {kw}: FAILED {type(e).__name__}: {str(e)[:300]}")
-  if B in (1, 16):
-    fn = jax.jit(lambda q, k, v: ba.linear_attention(q, k, v, normalize=False))
-    breakdown(fn, q, k, v, label=f"pallas default B={B}")
-log("done")
+def knob_sweep(log):
+  for batch, configs in KNOBS.items():
+    q, k, v = inputs(batch, LENGTH)
+    for kw in configs:
+      config = ba.KernelConfig(**kw)
+      fn = jax.jit(lambda q, k, v, config=config: ba.linear_attention(
+          q, k, v, normalize=False, config=config))
+      try:
+        t = timed(fn, q, k, v)
+        log(f"knob B={batch} L={LENGTH} {kw}: {t['ms']:.4f} ms (wall {t['wall_ms']:.3f})")
+      except Exception as e:  # pylint: disable=broad-except
+        log(f"knob B={batch} {kw}: FAILED {type(e).__name__}: {str(e)[:300]}")
+    if batch in (1, 16):
+      fn = jax.jit(lambda q, k, v: ba.linear_attention(
+          q, k, v, normalize=False, config=ba.KernelConfig(**FILL)))
+      lines = common.kernel_breakdown(fn, q, k, v, top=12)
+      log(f"breakdown pallas fill B={batch}: {lines[0]}")
+      for line in lines[1:]:
+        log(line)
+
+
+def main():
+  log = Log(os.path.join(os.environ.get("OUT", "/tmp"), "probe2.log"))
+  stage_ablation(log)
+  if SMOKE:
+    log("smoke done")
+    return
+  knob_sweep(log)
+  log("done")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,101 +1,97 @@
-"""End-to-end probe: per-kernel CUPTI breakdown of generate (decode) and prefill, command buffers.
+"""End-to-end probe: per-kernel CUPTI breakdown of generate (decode) and of the prefill.
 
-  PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py all   (parts: kernel, decode, prefill)
-Session 2 output (tail): benchmarks/results/session2/probe_e2e.log.
+  PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py decode prefill
+  XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL \
+      PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py decode        (XLA command buffers)
+
+based-360m, random bf16 weights, 128-token prompts for decode (a Based decode step does not
+depend on the context length), an 8000-token prompt at B = 4 for the prefill. SMOKE=1: tiny
+model on the CPU, no breakdown. Session-2 output (its tail, from an earlier form of this script):
+benchmarks/results/session2/probe_e2e.log.
 """
-import functools, os, subprocess, sys, time
-import numpy as np
-import jax, jax.numpy as jnp
-sys.path.insert(0, os.getcwd())
-from benchmarks import common
 
-PART = sys.argv[1] if len(sys.argv) > 1 else "all"
+import functools
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from based_jax import generation
+from based_jax.config import BasedConfig
+from based_jax.model import BasedLM
+from based_jax.sampling import SamplingConfig
+from benchmarks import common
+from benchmarks.e2e import random_bf16_params
+
 SMOKE = os.environ.get("SMOKE") == "1"
 T0 = time.time()
-def log(*a):
-  print(f"[{time.time()-T0:6.1f}s]", *a, flush=True)
 
-def breakdown(fn, *args, top=14, label=""):
+
+def log(*parts):
+  print(f"[{time.time() - T0:6.1f}s]", *parts, flush=True)
+
+
+def breakdown(fn, *args, top, label):
   lines = common.kernel_breakdown(fn, *args, top=top)
   log(f"breakdown {label}: {lines[0]}")
   for line in lines[1:]:
     log(line)
 
-def kernel_part():
-  from pallas_kernels import based_attention as ba
-  H, DV, L = 16, 64, (256 if SMOKE else 8192)
-  plan = {
-    1: [dict(), dict(planner="waves"), dict(target_blocks=132), dict(target_blocks=528),
-        dict(key_sums="xla"), dict(min_segment_chunks=2), dict(max_concurrent_steps=3)],
-    16: [dict(), dict(max_concurrent_steps=3), dict(max_concurrent_steps=4), dict(key_sums="xla"),
-         dict(planner="waves"), dict(planner="waves", key_sums="xla"), dict(target_blocks=132)],
-    128: [dict(), dict(max_concurrent_steps=3), dict(key_sums="xla"), dict(planner="waves", key_sums="xla")],
-    256: [dict(), dict(planner="waves"), dict(planner="waves", key_sums="xla")],
-  }
-  for B, cfgs in plan.items():
-    if SMOKE: B = min(B, 2)
-    rng = np.random.default_rng(B)
-    q = jnp.asarray(rng.standard_normal((B, L, H, 16)) * 0.5, jnp.bfloat16)
-    k = jnp.asarray(rng.standard_normal((B, L, H, 16)) * 0.5, jnp.bfloat16)
-    v = jnp.asarray(rng.standard_normal((B, L, H, DV)), jnp.bfloat16)
-    for kw in cfgs:
-      cfg = ba.KernelConfig(**kw)
-      fn = jax.jit(lambda q, k, v, cfg=cfg: ba.linear_attention(q, k, v, normalize=False, config=cfg))
-      try:
-        t = common.time_jax(fn, q, k, v, iterations=20)
-        log(f"pallas B={B} L={L} {kw}: {t['ms']:.4f} ms (wall {t['wall_ms']:.3f})")
-      except Exception as e:
-        log(f"pallas B={B} {kw}: FAILED {type(e).__name__}: {str(e)[:300]}")
-    if B in (1, 16):
-      fn = jax.jit(lambda q, k, v: ba.linear_attention(q, k, v, normalize=False))
-      if not SMOKE: breakdown(fn, q, k, v, label=f"pallas default B={B}")
 
-def decode_part():
-  from based_jax.config import BasedConfig
-  from based_jax.model import BasedLM
-  from based_jax import generation
-  from based_jax.sampling import SamplingConfig
-  sys.path.insert(0, "benchmarks")
-  import e2e
-  cfg = BasedConfig.tiny() if SMOKE else BasedConfig.based_360m()
-  model = BasedLM(cfg, dtype=jnp.bfloat16) if "dtype" in BasedLM.__dataclass_fields__ else BasedLM(cfg)
-  params = e2e.random_bf16_params(model)
-  for B in ((2,) if SMOKE else (4, 256)):
-    ids = np.random.default_rng(B).integers(1, cfg.vocab_size, size=(B, 128)).astype(np.int32)
-    res = {}
+def model_and_params():
+  config = BasedConfig.tiny() if SMOKE else BasedConfig.based_360m()
+  model = BasedLM(config, dtype=jnp.bfloat16)
+  return config, model, random_bf16_params(model)
+
+
+def decode(config, model, params):
+  """ms per decode step from two run lengths (9 and 41 tokens), then one run's kernels."""
+  for batch in ((2,) if SMOKE else (4, 256)):
+    ids = np.random.default_rng(batch).integers(1, config.vocab_size, size=(batch, 128))
+    ids = ids.astype(np.int32)                                              # [B, 128]
+    decode_s = {}
     for steps in (9, 41):
       generation.generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
-      outs = [generation.generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None) for _ in range(3)]
-      res[steps] = (np.median([o.decode_s for o in outs]), np.median([o.prefill_s for o in outs]))
-    step_ms = 1e3 * (res[41][0] - res[9][0]) / 32
-    log(f"decode B={B}: step {step_ms:.4f} ms (decode_s 41: {res[41][0]*1e3:.2f} ms, 9: {res[9][0]*1e3:.2f} ms) flags={os.environ.get('XLA_FLAGS','')}")
-    if PART in ("all", "decode") and not SMOKE:
-      f = functools.partial(generation._generate_jit, model=model, max_new_tokens=41,
-                            sampling=SamplingConfig(), eos_token_id=None, pad_token_id=0,
-                            vocab_size=cfg.vocab_size, stream=False)
-      breakdown(f, params, jnp.asarray(ids), None, jax.random.key(0), top=25, label=f"generate B={B} 41 steps")
+      runs = [generation.generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
+              for _ in range(3)]
+      decode_s[steps] = float(np.median([r.decode_s for r in runs]))
+    step_ms = 1e3 * (decode_s[41] - decode_s[9]) / 32
+    log(f"decode B={batch}: step {step_ms:.4f} ms (decode_s 41: {decode_s[41] * 1e3:.2f} ms, "
+        f"9: {decode_s[9] * 1e3:.2f} ms) XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
+    if not SMOKE:
+      program = functools.partial(
+          generation._generate_jit, model=model, max_new_tokens=41,  # pylint: disable=protected-access
+          sampling=SamplingConfig(), eos_token_id=None, pad_token_id=0,
+          vocab_size=config.vocab_size, stream=False)
+      breakdown(program, params, jnp.asarray(ids), None, jax.random.key(0), top=25,
+                label=f"generate B={batch} 41 steps")
 
-def prefill_part():
-  from based_jax.config import BasedConfig
-  from based_jax.model import BasedLM
-  sys.path.insert(0, "benchmarks")
-  import e2e
-  cfg = BasedConfig.tiny() if SMOKE else BasedConfig.based_360m()
-  model = BasedLM(cfg, dtype=jnp.bfloat16) if "dtype" in BasedLM.__dataclass_fields__ else BasedLM(cfg)
-  params = e2e.random_bf16_params(model)
-  B, L = (2, 64) if SMOKE else (4, 8000)
-  ids = jnp.asarray(np.random.default_rng(0).integers(1, cfg.vocab_size, size=(B, L)).astype(np.int32))
-  f = jax.jit(lambda p, ids: model.apply({"params": p}, ids, None, max_length=L + 1, method="prefill"))
-  breakdown(f, params, ids, top=25, label=f"prefill B={B} L={L}")
 
-if PART in ("all", "kernel"): kernel_part()
-if PART in ("all", "decode"): decode_part()
-if PART in ("all", "prefill"): prefill_part()
-if PART == "all" and not SMOKE:
-  for flags in ("--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL",):
-    env = dict(os.environ, XLA_FLAGS=flags, PYTHONUNBUFFERED="1")
-    log("subprocess with", flags)
-    r = subprocess.run([sys.executable, __file__, "decode_only"], env=env, timeout=240)
-if PART == "decode_only":
-  decode_part()
-log("done")
+def prefill(config, model, params):
+  batch, length = (2, 64) if SMOKE else (4, 8000)
+  ids = np.random.default_rng(0).integers(1, config.vocab_size, size=(batch, length))
+  ids = jnp.asarray(ids.astype(np.int32))                                   # [B, L]
+  fn = jax.jit(lambda p, ids: model.apply({"params": p}, ids, None, max_length=length + 1,
+                                          method="prefill"))
+  if SMOKE:
+    jax.block_until_ready(fn(params, ids))
+    log(f"prefill B={batch} L={length} ran")
+    return
+  breakdown(fn, params, ids, top=25, label=f"prefill B={batch} L={length}")
+
+
+def main(parts):
+  unknown = set(parts) - {"decode", "prefill"}
+  if unknown or not parts:
+    sys.exit(f"usage: profile_e2e.py decode|prefill [...]; got {parts}")
+  config, model, params = model_and_params()
+  for part in parts:
+    {"decode": decode, "prefill": prefill}[part](config, model, params)
+  log("done")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

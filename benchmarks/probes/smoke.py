@@ -2,8 +2,7 @@
 
   PYTHONPATH=. python3 benchmarks/probes/smoke.py
 """
-import sys, os
-sys.path.insert(0, os.getcwd())
+import sys
 import numpy as np, jax.numpy as jnp
 from pallas_kernels import based_attention as ba
 from based_jax.ops import linear_attention
