@@ -281,14 +281,15 @@ def cmd_bench(argv: list[str]) -> int:
   path = benchmark_path(name)
   if not path.is_file():
     raise UsageError(f"bench: {path} not found; benchmarks run from a source checkout of based-jax")
-  saved = sys.argv
+  saved, saved_path = sys.argv, list(sys.path)
   sys.argv = [str(path), *rest]
+  sys.path.insert(0, str(path.parent.parent))  # the checkout: `benchmarks` imports as a package
   try:
     runpy.run_path(str(path), run_name="__main__")
   except SystemExit as e:
     return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   finally:
-    sys.argv = saved
+    sys.argv, sys.path[:] = saved, saved_path
   return 0
 
 

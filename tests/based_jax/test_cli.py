@@ -73,6 +73,17 @@ def test_bench_e2e_help_runs_the_script():
   assert "--prefill-batch-sizes" in out.stdout and "e2e.json" in out.stdout
 
 
+@pytest.mark.parametrize("name, needle", [("kernels", "--sweeps"), ("e2e", "--isolate")])
+def test_bench_scripts_run_from_anywhere(name, needle, tmp_path):
+  """The installed entry point, outside the checkout and without PYTHONPATH, runs each benchmark
+  (they import `benchmarks.common`, which needs the checkout on sys.path)."""
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  out = subprocess.run([sys.executable, "-m", "based_jax.cli", "bench", name, "--help"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert needle in out.stdout
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["generate", "--model", "m"], "give a prompt"),
     (["generate", "--model", "m", "--prompt", ""], "prompt 0 is empty"),
