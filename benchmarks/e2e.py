@@ -392,7 +392,7 @@ def run_isolated(args, argv) -> int:
   plot = Path(args.plot) if args.plot else out.with_suffix(".png")
   prefill_bs, decode_bs, order = batch_order(args)
   passthrough = _passthrough_args(argv)
-  merged, last_child_s = None, 0.0
+  merged, last_child_s, failed = None, 0.0, []
   with tempfile.TemporaryDirectory() as tmp:
     for name in [m for m in args.models.split(",") if m]:
       for done, batch in enumerate(order):
@@ -414,18 +414,20 @@ def run_isolated(args, argv) -> int:
           row = {"model": name, "batch": batch,
                  "error": f"child process exited with {code} before writing results"}
           print(f"  {name} B={batch}: {row['error']}", flush=True)
-          if merged is not None:
-            merged["configs"].append(row)
+          failed.append(row)
           continue
         child = json.loads(child_out.read_text())
         if merged is None:
           merged = dict(child, configs=[], memory_vs_length=[], skipped=[])
+        merged["configs"].extend(failed)
+        failed = []
         for key in ("configs", "memory_vs_length", "skipped"):
           merged[key].extend(child[key])
         save(merged, out, plot)
   if merged is None:
-    print("no config ran", file=sys.stderr)
+    print(f"no config ran ({len(failed)} child processes failed)", file=sys.stderr)
     return 1
+  merged["configs"].extend(failed)
   merged["wall_s"] = time.perf_counter() - start
   merged["isolated"] = True
   save(merged, out, plot)
