@@ -6,8 +6,6 @@ model loss, and (on a Hopper GPU) the Pallas and FFI kernels (custom_vjp). fp32 
 error <= 1e-4 of the largest gradient entry.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,29 +17,11 @@ from based_jax.config import BasedConfig
 from based_jax.model import BasedLM
 from based_jax.ops import LinearAttentionState
 from based_jax.training import loop
+from tests.float64_reference import linear_attention_f64
 
 FP32_REL = 1e-4
 # (B, L, H, Dv): L=1 single token; 65 = one chunk + 1 with an odd Dv; 130 = two chunks + a tail.
 CASES = [(1, 1, 2, 8), (1, 65, 3, 5), (2, 130, 2, 16)]
-
-
-def _phi64(x):
-  f = x.shape[-1]
-  quad = np.einsum("...i,...j->...ij", x, x).reshape(*x.shape[:-1], f * f) / (4 * math.sqrt(2))
-  return np.concatenate([np.ones((*x.shape[:-1], 1)), x / 2, quad], axis=-1)  # [..., 273]
-
-
-def _forward64(q, k, v, kv0, ks0, normalize, eps):
-  """Float64 causal Taylor attention through the kernel 1 + s + s^2/2 (no feature map)."""
-  s = np.einsum("blhf,bmhf->bhlm", q, k) / 4.0  # [B, H, L, L]
-  a = np.tril(1.0 + s + 0.5 * s * s)  # [B, H, L, L]
-  phi_q, phi_k = _phi64(q), _phi64(k)  # [B, L, H, E]
-  num = np.einsum("bhlm,bmhd->blhd", a, v) + np.einsum("blhe,bhed->blhd", phi_q, kv0)
-  den = a.sum(-1).transpose(0, 2, 1) + np.einsum("blhe,bhe->blh", phi_q, ks0)  # [B, L, H]
-  out = num / (den[..., None] + eps) if normalize else num  # [B, L, H, Dv]
-  kv = kv0 + np.einsum("blhe,blhd->bhed", phi_k, v)  # [B, H, E, Dv]
-  ks = ks0 + phi_k.sum(1)  # [B, H, E]
-  return out, kv, ks
 
 
 def _inputs(rng, b, length, h, dv):
@@ -87,7 +67,8 @@ def test_reference_grad_matches_float64_finite_differences(normalize):
   got = jax.jit(jax.grad(_jax_loss("reference", normalize, cts), argnums=(0, 1, 2, 3, 4)))(*args)
 
   def loss64(*xs):
-    out, kv, ks = _forward64(*xs, normalize, 1e-12)
+    q, k, v, kv0, ks0 = xs
+    out, kv, ks = linear_attention_f64(q, k, v, normalize=normalize, eps=1e-12, kv0=kv0, ks0=ks0)
     return np.sum(out * cts[0]) + np.sum(kv * cts[1]) + np.sum(ks * cts[2])
 
   x64 = [np.asarray(a, np.float64) for a in args]

@@ -12,6 +12,7 @@ from based_jax.config import BasedConfig
 from based_jax.layers import RMSNorm, SwiGLU, apply_rotary, rotary_cos_sin
 from based_jax.mixers import (MHA, BaseConv, LinearAttention, SlidingWindowAttention,
                               banded_attention, causal_attention, flash_causal_attention)
+from tests.float64_reference import linear_attention_f64
 
 F32 = dict(rtol=2e-5, atol=2e-5)
 
@@ -83,16 +84,6 @@ def window_allowed(length, w, key_valid=None):
   if key_valid is not None:
     allowed = allowed & key_valid[:, None, :]
   return allowed
-
-
-def np_taylor_la(q, k, v, normalize, eps):
-  """Quadratic Taylor linear attention: A_ij = 1 + s + s^2/2, s = q.k / 4 (causal)."""
-  s = np.einsum("blhf,bmhf->bhlm", q, k) / 4.0
-  a = np.tril(1.0 + s + 0.5 * s * s)
-  num = np.einsum("bhlm,bmhd->blhd", a, v)
-  if not normalize:
-    return num
-  return num / (a.sum(-1).transpose(0, 2, 1)[..., None] + eps)
 
 
 # ---- tests -----------------------------------------------------------------------------------
@@ -175,7 +166,7 @@ def test_linear_attention_mixer_vs_numpy(output_norm):
   q = (xf @ p["proj_q"]["kernel"]).reshape(2, 19, 4, 16)
   k = (xf @ p["proj_k"]["kernel"]).reshape(2, 19, 4, 16)
   v = (xf @ p["proj_v"]["kernel"]).reshape(2, 19, 4, 12)
-  o = np_taylor_la(q, k, v, normalize=not output_norm, eps=1e-12)
+  o = linear_attention_f64(q, k, v, normalize=not output_norm, eps=1e-12)[0]
   if output_norm:
     o = np_rmsnorm(o, p["g_norm"]["weight"], cfg.layer_norm_epsilon)
   want = o.reshape(2, 19, 48) @ p["out_proj"]["kernel"]

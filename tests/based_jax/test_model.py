@@ -9,7 +9,8 @@ import pytest
 
 from based_jax import BasedConfig, BasedLM
 from tests.based_jax.test_layers import (np_masked_attention, np_rmsnorm, np_rope, np_silu,
-                                        np_taylor_la, window_allowed, jinit, japply)
+                                        window_allowed, jinit, japply)
+from tests.float64_reference import linear_attention_f64
 
 # Tiny configs: d 64 H 4 (Dh 16) with conv/LA/SWA, Dh 20 (d 80), attention only, g_norm variant.
 CONFIGS = {
@@ -63,7 +64,7 @@ def np_forward(cfg, params, ids):
       q = (x @ mp["proj_q"]["kernel"]).reshape(b, length, h, 16)
       k = (x @ mp["proj_k"]["kernel"]).reshape(b, length, h, 16)
       v = (x @ mp["proj_v"]["kernel"]).reshape(b, length, h, dv)
-      o = np_taylor_la(q, k, v, normalize=cfg.la_normalize, eps=cfg.la_eps)
+      o = linear_attention_f64(q, k, v, normalize=cfg.la_normalize, eps=cfg.la_eps)[0]
       if cfg.la_output_norm:
         o = np_rmsnorm(o, mp["g_norm"]["weight"], eps)
       m = o.reshape(b, length, h * dv) @ mp["out_proj"]["kernel"]

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tests.ffi.ffi_oracle import draw_inputs as _draw
-from tests.ffi.ffi_oracle import oracle as _oracle
-from tests.ffi.ffi_oracle import rel_err as _rel
+from tests.float64_reference import linear_attention_f64 as _oracle
+from tests.float64_reference import rel_err as _rel
 
 pytestmark = pytest.mark.gpu
 

@@ -4,7 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.ffi.ffi_oracle import draw_inputs, oracle, phi64, rel_err
+from tests.ffi.ffi_oracle import draw_inputs
+from tests.float64_reference import linear_attention_f64 as oracle
+from tests.float64_reference import phi64, rel_err
 
 from based_jax.ops import LinearAttentionState
 from ffi import reference

@@ -10,8 +10,8 @@ import pytest
 import pallas_kernels
 from based_jax.ops.chunked import chunked_linear_attention
 from based_jax.ops.state import LinearAttentionState
-from tests.pallas_kernels.numpy_reference import (
-    linear_attention_f64, prefill_state, random_case, random_inputs, rel_err)
+from tests.float64_reference import linear_attention_f64, rel_err
+from tests.pallas_kernels.numpy_reference import prefill_state, random_case, random_inputs
 
 pytestmark = pytest.mark.gpu
 TOL = 1e-2

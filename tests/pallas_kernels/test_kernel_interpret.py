@@ -20,7 +20,8 @@ import pytest
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from pallas_kernels.based_attention import KernelConfig, api
-from tests.pallas_kernels.numpy_reference import linear_attention_f64, random_case, rel_err
+from tests.float64_reference import linear_attention_f64, rel_err
+from tests.pallas_kernels.numpy_reference import random_case
 
 TOL = 1e-2
 

@@ -1,6 +1,5 @@
 """The linear-attention references and the dispatch point, against float64 NumPy."""
 
-import math
 import warnings
 
 import jax
@@ -10,6 +9,7 @@ import pytest
 
 from based_jax import ops
 from based_jax.ops import LinearAttentionState
+from tests.float64_reference import linear_attention_f64, phi64
 
 # (B, L, H, Dv): L=1 is a single decode-like token; 63/65 straddle the 64-token chunk; 200 spans
 # several chunks with a ragged tail; Dv=7 is deliberately not a multiple of anything.
@@ -22,33 +22,6 @@ def _inputs(rng, b, length, h, dv, dtype=np.float32):
   k = rng.standard_normal((b, length, h, 16)).astype(dtype)
   v = rng.standard_normal((b, length, h, dv)).astype(dtype)
   return q, k, v
-
-
-def _phi64(x):
-  """phi in float64, written out term by term (independent of the code under test)."""
-  f = x.shape[-1]
-  quad = np.einsum("...i,...j->...ij", x, x).reshape(*x.shape[:-1], f * f) / (4 * math.sqrt(2))
-  return np.concatenate([np.ones((*x.shape[:-1], 1)), x / 2, quad], axis=-1)
-
-
-def _numpy_linear_attention(q, k, v, normalize, eps, kv0=None, ks0=None):
-  """Float64 causal Taylor attention via the 1 + s + s^2/2 kernel (no feature map)."""
-  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-  b, length, h, _ = q.shape
-  dv = v.shape[-1]
-  s = np.einsum("blhf,bmhf->bhlm", q, k) / 4.0
-  a = np.tril(1.0 + s + 0.5 * s * s)  # [B, H, L, L]
-  num = np.einsum("bhlm,bmhd->blhd", a, v)
-  den = a.sum(-1).transpose(0, 2, 1)  # [B, L, H]
-  phi_q, phi_k = _phi64(q), _phi64(k)
-  kv0 = np.zeros((b, h, 273, dv)) if kv0 is None else np.asarray(kv0, np.float64)
-  ks0 = np.zeros((b, h, 273)) if ks0 is None else np.asarray(ks0, np.float64)
-  num = num + np.einsum("blhe,bhed->blhd", phi_q, kv0)
-  den = den + np.einsum("blhe,bhe->blh", phi_q, ks0)
-  out = num / (den[..., None] + eps) if normalize else num
-  kv = kv0 + np.einsum("blhe,blhd->bhed", phi_k, v)
-  ks = ks0 + phi_k.sum(1)
-  return out, kv, ks
 
 
 def _rel(got, want):
@@ -69,7 +42,7 @@ def test_feature_map_inner_product_is_second_order_taylor():
 def test_feature_map_layout_matches_the_state_convention():
   rng = np.random.default_rng()
   x = rng.standard_normal((4, 16)).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(ops.taylor_feature_map(jnp.asarray(x))), _phi64(x),
+  np.testing.assert_allclose(np.asarray(ops.taylor_feature_map(jnp.asarray(x))), phi64(x),
                              rtol=1e-6, atol=1e-6)
 
 
@@ -79,7 +52,7 @@ def test_feature_map_layout_matches_the_state_convention():
 def test_matches_float64(impl, normalize, case):
   rng = np.random.default_rng()
   q, k, v = _inputs(rng, *case)
-  want, want_kv, want_ks = _numpy_linear_attention(q, k, v, normalize, 1e-12)
+  want, want_kv, want_ks = linear_attention_f64(q, k, v, normalize=normalize, eps=1e-12)
   out, state = jax.jit(lambda q, k, v: ops.linear_attention(
       q, k, v, normalize=normalize, eps=1e-12, impl=impl))(q, k, v)
   assert out.shape == v.shape and out.dtype == jnp.float32
@@ -96,9 +69,9 @@ def test_initial_state_is_used(impl):
   # A state some earlier tokens could have produced, so denominators stay >= count / 2.
   k_prev = rng.standard_normal((2, 23, 2, 16))
   v_prev = rng.standard_normal((2, 23, 2, 8))
-  kv0 = np.einsum("blhe,blhd->bhed", _phi64(k_prev), v_prev).astype(np.float32)
-  ks0 = _phi64(k_prev).sum(1).astype(np.float32)
-  want, want_kv, want_ks = _numpy_linear_attention(q, k, v, True, 1e-12, kv0, ks0)
+  kv0 = np.einsum("blhe,blhd->bhed", phi64(k_prev), v_prev).astype(np.float32)
+  ks0 = phi64(k_prev).sum(1).astype(np.float32)
+  want, want_kv, want_ks = linear_attention_f64(q, k, v, normalize=True, eps=1e-12, kv0=kv0, ks0=ks0)
   out, state = ops.linear_attention(q, k, v, normalize=True, impl=impl,
                                     initial_state=LinearAttentionState(kv0, ks0))
   assert _rel(out, want) <= 1e-5
@@ -123,7 +96,7 @@ def test_prefill_in_two_pieces_equals_one_pass(impl, split):
 def test_recurrent_steps_equal_the_parallel_form():
   rng = np.random.default_rng()
   q, k, v = _inputs(rng, 2, 20, 3, 8)
-  want, want_kv, _ = _numpy_linear_attention(q, k, v, True, 1e-12)
+  want, want_kv, _ = linear_attention_f64(q, k, v, normalize=True, eps=1e-12)
   state = LinearAttentionState.zeros(2, 3, 8)
   outs = []
   for t in range(20):
@@ -152,7 +125,7 @@ def test_left_pad_state_makes_padding_invisible(impl):
 def test_chunked_bf16_is_close_to_float64():
   rng = np.random.default_rng()
   q, k, v = _inputs(rng, 2, 150, 2, 16)
-  want, _, _ = _numpy_linear_attention(q, k, v, True, 1e-12)
+  want, _, _ = linear_attention_f64(q, k, v, normalize=True, eps=1e-12)
   bf = lambda x: jnp.asarray(x, jnp.bfloat16)
   out, state = ops.linear_attention(bf(q), bf(k), bf(v), normalize=True, impl="chunked")
   assert out.dtype == jnp.bfloat16 and state.kv.dtype == jnp.float32
@@ -211,7 +184,7 @@ def test_auto_on_cpu_uses_chunked_without_warning():
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     out, _ = ops.linear_attention(q, k, v, normalize=True, impl="auto")
-  want, _, _ = _numpy_linear_attention(q, k, v, True, 1e-12)
+  want, _, _ = linear_attention_f64(q, k, v, normalize=True, eps=1e-12)
   assert _rel(out, want) <= 1e-5
 
 
