@@ -6,7 +6,9 @@
 
 based-360m, random bf16 weights, 128-token prompts for decode (a Based decode step does not
 depend on the context length), an 8000-token prompt at B = 4 for the prefill. SMOKE=1: tiny
-model on the CPU, no breakdown. Session-2 output (its tail, from an earlier form of this script):
+model on the CPU, no breakdown. PROFILE_DECODE_BATCHES (default "4,256"), PROFILE_PREFILL_BATCH
+(default 4) and PROFILE_TOP (kernels listed, default 25) override the shapes.
+Session-2 output (its tail, from an earlier form of this script):
 benchmarks/results/session2/probe_e2e.log.
 """
 
@@ -27,6 +29,9 @@ from benchmarks import common
 from benchmarks.e2e import random_bf16_params
 
 SMOKE = os.environ.get("SMOKE") == "1"
+DECODE_BATCHES = tuple(int(b) for b in os.environ.get("PROFILE_DECODE_BATCHES", "4,256").split(","))
+PREFILL_BATCH = int(os.environ.get("PROFILE_PREFILL_BATCH", "4"))
+TOP = int(os.environ.get("PROFILE_TOP", "25"))
 T0 = time.time()
 
 
@@ -49,7 +54,7 @@ def model_and_params():
 
 def decode(config, model, params):
   """ms per decode step from two run lengths (9 and 41 tokens), then one run's kernels."""
-  for batch in ((2,) if SMOKE else (4, 256)):
+  for batch in ((2,) if SMOKE else DECODE_BATCHES):
     ids = np.random.default_rng(batch).integers(1, config.vocab_size, size=(batch, 128))
     ids = ids.astype(np.int32)                                              # [B, 128]
     decode_s = {}
@@ -66,12 +71,12 @@ def decode(config, model, params):
           generation._generate_jit, model=model, max_new_tokens=41,  # pylint: disable=protected-access
           sampling=SamplingConfig(), eos_token_id=None, pad_token_id=0,
           vocab_size=config.vocab_size, stream=False)
-      breakdown(program, params, jnp.asarray(ids), None, jax.random.key(0), top=25,
+      breakdown(program, params, jnp.asarray(ids), None, jax.random.key(0), top=TOP,
                 label=f"generate B={batch} 41 steps")
 
 
 def prefill(config, model, params):
-  batch, length = (2, 64) if SMOKE else (4, 8000)
+  batch, length = (2, 64) if SMOKE else (PREFILL_BATCH, 8000)
   ids = np.random.default_rng(0).integers(1, config.vocab_size, size=(batch, length))
   ids = jnp.asarray(ids.astype(np.int32))                                   # [B, L]
   fn = jax.jit(lambda p, ids: model.apply({"params": p}, ids, None, max_length=length + 1,
@@ -80,7 +85,7 @@ def prefill(config, model, params):
     jax.block_until_ready(fn(params, ids))
     log(f"prefill B={batch} L={length} ran")
     return
-  breakdown(fn, params, ids, top=25, label=f"prefill B={batch} L={length}")
+  breakdown(fn, params, ids, top=TOP, label=f"prefill B={batch} L={length}")
 
 
 def main(parts):
