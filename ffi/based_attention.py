@@ -4,9 +4,9 @@ Shape legend: B batch, L length, H heads, F = 16 q/k features, E = 273 expanded 
 Dv value dim. q, k: [B, L, H, F] bf16; v: [B, L, H, Dv] bf16; out: [B, L, H, Dv] bf16;
 state: kv [B, H, E, Dv] float32, k_state [B, H, E] float32.
 
-The forward is one FFI call (`based_attention.cu`). The backward is the VJP of the pure-JAX
-chunked implementation (`based_jax.ops.chunked_linear_attention`), the reference this kernel is
-tested against, so `jax.grad` works through `custom_vjp`.
+The forward is one FFI call (`based_attention.cu`). The backward is the float32 VJP of the
+pure-JAX chunked implementation (`based_jax.ops.chunked.chunked_float32_vjp`), so `jax.grad`
+works through `custom_vjp`.
 """
 
 import functools
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from based_jax.ops.chunked import chunked_linear_attention
+from based_jax.ops.chunked import chunked_float32_vjp
 from based_jax.ops.state import EXPANDED_DIM, LinearAttentionState
 from based_jax.ops.validation import check_linear_attention_args
 from ffi import _loader, availability
@@ -71,14 +71,11 @@ def _attention_fwd(q, k, v, init, normalize, eps):
 
 def _attention_bwd(normalize, eps, residuals, cotangents):
   q, k, v, init = residuals
-
-  def reference(q, k, v, init):
-    state = None if init is None else LinearAttentionState(*init)
-    out, final = chunked_linear_attention(q, k, v, normalize=normalize, eps=eps, initial_state=state)
-    return out, (final.kv, final.k_state)
-
-  _, vjp = jax.vjp(reference, q, k, v, init)
-  return vjp(cotangents)
+  state = None if init is None else LinearAttentionState(*init)
+  out_ct, (kv_ct, ks_ct) = cotangents
+  dq, dk, dv, d_state = chunked_float32_vjp(q, k, v, state, (out_ct, kv_ct, ks_ct),
+                                            normalize=normalize, eps=eps)
+  return dq, dk, dv, None if d_state is None else tuple(d_state)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)

@@ -99,3 +99,32 @@ def chunked_linear_attention(
       kv=(kv_incl[:, -1] + kv0).astype(jnp.float32),
       k_state=(ks_incl[:, -1] + ks0).astype(jnp.float32))
   return out.astype(v.dtype), state
+
+
+def chunked_float32_vjp(q, k, v, initial_state, cotangents, *, normalize: bool, eps: float):
+  """The backward of the fused kernels: the chunked path's VJP, evaluated in float32.
+
+  The kernels' custom_vjp saves the (usually bf16) inputs and differentiates this XLA path
+  instead of the kernel. Run in the inputs' dtype, its bf16 prefix states and scores would add
+  their own rounding to every gradient (3x the error of the quadratic bf16 reference on the H200
+  with normalize=True); in float32 the gradients carry only the rounding of the inputs.
+  q, k: [B, L, H, F]; v: [B, L, H, Dv]; initial_state: LinearAttentionState or None;
+  cotangents: (d_out [B, L, H, Dv], d_kv [B, H, 273, Dv], d_k_state [B, H, 273]).
+  Returns (dq, dk, dv, d_initial_state) with each gradient in its primal's dtype
+  (d_initial_state None when initial_state is None).
+  """
+  f32 = lambda x: x.astype(jnp.float32)
+
+  def forward(q, k, v, initial_state):
+    out, final = chunked_linear_attention(q, k, v, normalize=normalize, eps=eps,
+                                          initial_state=initial_state)
+    return out, final.kv, final.k_state
+
+  primals = (f32(q), f32(k), f32(v),
+             None if initial_state is None else jax.tree_util.tree_map(f32, initial_state))
+  _, vjp = jax.vjp(forward, *primals)
+  d_out, d_kv, d_ks = cotangents
+  dq, dk, dv, d_init = vjp((f32(d_out), f32(d_kv), f32(d_ks)))
+  if initial_state is not None:
+    d_init = jax.tree_util.tree_map(lambda g, x: g.astype(x.dtype), d_init, initial_state)
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), d_init

@@ -12,7 +12,8 @@ Forward of `linear_attention(q, k, v)` for q, k [B, L, H, 16] and v [B, L, H, Dv
      from its prefix state. With one segment a single pass writes outputs and state.
   3. Dv is processed in column blocks of at most `max_value_block` (64 + 48 for Dv = 112).
   4. States convert between the contract's 273 layout and the kernel's psi layout (features.py).
-The backward pass is XLA: jax.vjp of `based_jax.ops.chunked.chunked_linear_attention`.
+The backward pass is XLA: the float32 VJP of the chunked path
+(`based_jax.ops.chunked.chunked_float32_vjp`).
 """
 
 import functools
@@ -249,14 +250,6 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   return out, kv, ks
 
 
-def _xla_reference(q, k, v, kv0, ks0, normalize, eps):
-  from based_jax.ops.chunked import chunked_linear_attention  # pylint: disable=g-import-not-at-top
-  out, state = chunked_linear_attention(
-      q, k, v, normalize=normalize, eps=eps,
-      initial_state=LinearAttentionState(kv0, ks0))
-  return out, state.kv, state.k_state
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
 def _attention(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state, interpret, backend):
   return forward(q, k, v, kv0, ks0, normalize=normalize, eps=eps, config=config,
@@ -273,8 +266,11 @@ def _attention_fwd(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state,
 def _attention_bwd(normalize, eps, config, has_initial_state, interpret, backend, residuals,
                    cotangents):
   del config, has_initial_state, interpret, backend
-  _, vjp = jax.vjp(functools.partial(_xla_reference, normalize=normalize, eps=eps), *residuals)
-  return vjp(cotangents)
+  from based_jax.ops.chunked import chunked_float32_vjp  # pylint: disable=g-import-not-at-top
+  q, k, v, kv0, ks0 = residuals
+  dq, dk, dv, d_state = chunked_float32_vjp(q, k, v, LinearAttentionState(kv0, ks0), cotangents,
+                                            normalize=normalize, eps=eps)
+  return dq, dk, dv, d_state.kv, d_state.k_state
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)

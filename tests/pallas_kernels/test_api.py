@@ -111,12 +111,14 @@ def test_key_sums_xla_is_the_sum_of_psi_k():
 
 
 def test_grad_flows_through_custom_vjp():
-  """Gradients w.r.t. q, k, v and the initial state equal those of the XLA chunked path."""
+  """Gradients w.r.t. q, k, v and the initial state equal those of the XLA chunked path run in
+  float32 on the same bf16 inputs (the backward's contract), rounded to the inputs' dtypes."""
   rng = np.random.default_rng()
   q, k, v = _arrays(b=1, length=70, h=1, dv=64)
   kv0 = jnp.asarray(rng.standard_normal((1, 1, 273, 64)) * 0.1, jnp.float32)
   ks0 = jnp.asarray(rng.random((1, 1, 273)) + 1.0, jnp.float32)
-  w = jnp.asarray(rng.standard_normal((1, 70, 1, 64)), jnp.float32)
+  # bf16-exact weights: the bf16 output's cotangent is then the same in both paths.
+  w = jnp.asarray(rng.standard_normal((1, 70, 1, 64)), jnp.bfloat16).astype(jnp.float32)
   wk = jnp.asarray(rng.standard_normal((1, 1, 273, 64)), jnp.float32)
 
   def loss(fn, q, k, v, kv0, ks0):
@@ -129,10 +131,14 @@ def test_grad_flows_through_custom_vjp():
                                                     initial_state=s)
   args = (q, k, v, kv0, ks0)
   got = jax.grad(lambda *a: loss(pallas, *a), argnums=(0, 1, 2, 3, 4))(*args)
-  want = jax.grad(lambda *a: loss(xla, *a), argnums=(0, 1, 2, 3, 4))(*args)
-  for name, g, r in zip(("q", "k", "v", "kv0", "ks0"), got, want):
+  f32 = tuple(a.astype(jnp.float32) for a in args)
+  want = jax.grad(lambda *a: loss(xla, *a), argnums=(0, 1, 2, 3, 4))(*f32)
+  want = tuple(w.astype(a.dtype) for w, a in zip(want, args))
+  for name, g, r, a in zip(("q", "k", "v", "kv0", "ks0"), got, want, args):
+    assert g.dtype == a.dtype, (name, g.dtype, a.dtype)
     g, r = np.asarray(g, np.float64), np.asarray(r, np.float64)
     assert g.shape == r.shape, name
     assert np.all(np.isfinite(g)), name
-    assert np.linalg.norm(g - r) <= 1e-6 * np.linalg.norm(r) + 1e-12, name
+    # Same float32 math, then one rounding to bf16 for q, k, v: at most a last-bit flip.
+    assert np.linalg.norm(g - r) <= 1e-3 * np.linalg.norm(r) + 1e-12, name
     assert np.linalg.norm(r) > 0, name
