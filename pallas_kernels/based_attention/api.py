@@ -25,7 +25,7 @@ import numpy as np
 from based_jax.ops.hardware import hopper_unavailable_reason
 from based_jax.ops.state import EXPANDED_DIM, FEATURE_DIM, LinearAttentionState
 from based_jax.ops.validation import check_linear_attention_args
-from pallas_kernels.based_attention import features, kernel, reference
+from pallas_kernels.based_attention import features, kernel, kernel_groups, reference
 from pallas_kernels.based_attention.config import CHUNK, KernelConfig
 
 MAX_VALUE_DIM = 256
@@ -196,6 +196,8 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
                 max_concurrent_steps=config.max_concurrent_steps, key_sums=kernel_ks,
                 interpret=interpret)
   segment_call = BACKENDS[backend]
+  if backend == "kernel" and config.schedule == "groups":
+    segment_call = kernel_groups.segment_call
 
   outs, states, ks_sum = [], [], None
   for col0, ncols in value_blocks(dv, config):

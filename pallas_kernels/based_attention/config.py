@@ -24,6 +24,10 @@ class KernelConfig:
               0.108 ms at B = 1 and 0.743 ms at B = 16 where "fill" took 0.157 and 0.810
               (docs/benchmarks.md, "Time vs batch").
     "fill"  - the smallest divisor of the chunk count with B * H * segments >= target_blocks.
+  schedule: how a block's work is laid out on warpgroups:
+    "single" - one warpgroup runs each chunk as one chain of wgmmas and waits (kernel.py);
+    "groups" - four warpgroups: one per 64-row psi group (features and state slice) and one
+               for the intra-chunk scores, the outputs and the TMA loads (kernel_groups.py).
   key_sums: where the final k_state comes from when normalize=False (with normalize=True the
     kernel always carries the key sums, which feed the denominator):
     "kernel" - fp32 accumulators in the kernel (the default);
@@ -38,6 +42,7 @@ class KernelConfig:
   max_concurrent_steps: int = 2
   planner: str = "waves"
   key_sums: str = "kernel"
+  schedule: str = "single"
 
   def __post_init__(self):
     if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
@@ -50,6 +55,9 @@ class KernelConfig:
           f"{self.target_blocks}, {self.min_segment_chunks}")
     if self.planner not in ("fill", "waves"):
       raise ValueError(f"KernelConfig.planner must be 'fill' or 'waves'; got {self.planner!r}")
+    if self.schedule not in ("single", "groups"):
+      raise ValueError(
+          f"KernelConfig.schedule must be 'single' or 'groups'; got {self.schedule!r}")
     if self.key_sums not in ("kernel", "xla"):
       raise ValueError(f"KernelConfig.key_sums must be 'kernel' or 'xla'; got {self.key_sums!r}")
     if self.max_concurrent_steps < 1:

@@ -93,6 +93,75 @@ def _taylor_scores(q_smem, k_smem):
   return jnp.where(row >= col, taylor, 0.0).astype(jnp.bfloat16)
 
 
+def chunk_output(phi, s_bf16, ksb, p_smem, v_smem, ones_smem, *, ncols: int, normalize: bool,
+                 eps: float):
+  """o = sum_g phi[g] @ s_bf16[g] + P @ V, divided by den + eps when normalizing, with
+  den = sum_g phi[g] @ ksb[g] + P @ 1: fp32 [64 tokens, ncols]. phi, s_bf16, ksb: 3 SMEM refs
+  each (psi_q groups, bf16 state groups, bf16 key-sum groups; ksb unused without normalize)."""
+
+  def outputs(o_acc, den_acc=None):
+    for g in range(_G):
+      plgpu.wgmma(o_acc, phi[g], s_bf16[g])
+      if normalize:
+        plgpu.wgmma(den_acc, phi[g], ksb[g])
+    plgpu.wgmma(o_acc, p_smem, v_smem)
+    if normalize:
+      plgpu.wgmma(den_acc, p_smem, ones_smem)
+      return o_acc[...], den_acc[...]
+    return o_acc[...]
+
+  accs = [plgpu.ACC((CHUNK, ncols), jnp.float32)]
+  if normalize:
+    accs.append(plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32))
+  out = pl.run_scoped(outputs, *accs)                                    # [64, ncols]
+  if normalize:
+    out, den = out                                                       # den [64, 16]
+    den_row = den.max(axis=1) + eps                                      # [64] (columns equal)
+    out = out / lax.broadcast_in_dim(den_row, out.shape, [0])
+  return out
+
+
+def segment_chunks(length: int, num_segments: int) -> tuple[int, int]:
+  """(tokens, chunks) per segment; ValueError unless length = num_segments x k x 64, k >= 1."""
+  seg_len = length // num_segments
+  seg_chunks = seg_len // CHUNK
+  if seg_chunks < 1 or seg_chunks * CHUNK * num_segments != length:
+    raise ValueError(
+        f"segment_call: q length {length} must be num_segments ({num_segments}) x a positive "
+        f"multiple of {CHUNK}")
+  return seg_len, seg_chunks
+
+
+def result_types(q, *, num_segments: int, ncols: int, emit_output: bool, emit_state: bool,
+                 emit_ks: bool) -> tuple:
+  """Output shapes of segment_call (see there), in order: o, s, ks (those requested)."""
+  batch, length, heads, _ = q.shape
+  state_shape = (batch * heads * num_segments, _G, CHUNK)
+  out_type = []
+  if emit_output:
+    out_type.append(jax.ShapeDtypeStruct((batch, length, heads, ncols), jnp.bfloat16))
+  if emit_state:
+    out_type.append(jax.ShapeDtypeStruct(state_shape + (ncols,), jnp.float32))
+  if emit_ks:
+    out_type.append(jax.ShapeDtypeStruct(state_shape + (_ONES_COLS,), jnp.float32))
+  return tuple(out_type)
+
+
+def split_refs(refs, *, load_init: bool, emit_output: bool, emit_state: bool, emit_ks: bool):
+  """(q, k, v, mats, init_refs or None, o or None, s or None, ks or None, scratch refs)."""
+  refs = list(refs)
+  q_ref, k_ref, v_ref, mats_ref = refs[:4]
+  del refs[:4]
+  init_refs = None
+  if load_init:
+    init_refs = refs[:4]
+    del refs[:4]
+  o_ref = refs.pop(0) if emit_output else None
+  s_ref = refs.pop(0) if emit_state else None
+  ks_ref = refs.pop(0) if emit_ks else None
+  return q_ref, k_ref, v_ref, mats_ref, init_refs, o_ref, s_ref, ks_ref, refs
+
+
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
                  max_concurrent_steps: int, key_sums: bool = True, interpret=None):
@@ -111,40 +180,18 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal). (TMA takes at most 5 strided
   dimensions, so states are addressed by one flat block index.)
   """
-  batch, length, heads, _ = q.shape
-  seg_len = length // num_segments
-  seg_chunks = seg_len // CHUNK
-  if seg_chunks < 1 or seg_chunks * CHUNK * num_segments != length:
-    raise ValueError(
-        f"segment_call: q length {length} must be num_segments ({num_segments}) x a positive "
-        f"multiple of {CHUNK}")
+  batch, _, heads, _ = q.shape
+  seg_len, seg_chunks = segment_chunks(q.shape[1], num_segments)
   load_init = init is not None
   emit_ks = emit_state and key_sums
   need_ks = normalize or emit_ks         # key sums feed the denominator and the final state
-  state_shape = (batch * heads * num_segments, _G, CHUNK)
-  out_type = []
-  if emit_output:
-    out_type.append(jax.ShapeDtypeStruct((batch, length, heads, ncols), jnp.bfloat16))
-  if emit_state:
-    out_type.append(jax.ShapeDtypeStruct(state_shape + (ncols,), jnp.float32))
-  if emit_ks:
-    out_type.append(jax.ShapeDtypeStruct(state_shape + (_ONES_COLS,), jnp.float32))
+  out_type = result_types(q, num_segments=num_segments, ncols=ncols, emit_output=emit_output,
+                          emit_state=emit_state, emit_ks=emit_ks)
 
   def body(*refs):
-    refs = list(refs)
-    q_ref, k_ref, v_ref, mats_ref = refs[:4]
-    del refs[:4]
-    init_refs = None
-    if load_init:
-      init_refs = refs[:4]
-      del refs[:4]
-    o_ref = s_ref = ks_ref = None
-    if emit_output:
-      o_ref = refs.pop(0)
-    if emit_state:
-      s_ref = refs.pop(0)
-    if emit_ks:
-      ks_ref = refs.pop(0)
+    q_ref, k_ref, v_ref, mats_ref, init_refs, o_ref, s_ref, ks_ref, refs = split_refs(
+        refs, load_init=load_init, emit_output=emit_output, emit_state=emit_state,
+        emit_ks=emit_ks)
     (mats_smem, phi_smem, p_smem, sb_smem, ksb_smem, ones_smem, o_smem, barriers) = refs
 
     h = lax.axis_index("h")
@@ -191,25 +238,10 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
           p_smem[...] = _taylor_scores(q_smem, k_smem)
           plgpu.commit_smem()
 
-          def outputs(o_acc, den_acc=None):
-            for g in range(_G):
-              plgpu.wgmma(o_acc, phi_smem.at[g], sb_smem.at[g])
-              if normalize:
-                plgpu.wgmma(den_acc, phi_smem.at[g], ksb_smem.at[g])
-            plgpu.wgmma(o_acc, p_smem, v_smem)
-            if normalize:
-              plgpu.wgmma(den_acc, p_smem, ones_smem)
-              return o_acc[...], den_acc[...]
-            return o_acc[...]
-
-          accs = [plgpu.ACC((CHUNK, ncols), jnp.float32)]
-          if normalize:
-            accs.append(plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32))
-          out = pl.run_scoped(outputs, *accs)                          # [64, ncols]
-          if normalize:
-            out, den = out                                             # den [64, 16]
-            den_row = den.max(axis=1) + eps                            # [64] (columns equal)
-            out = out / lax.broadcast_in_dim(den_row, out.shape, [0])
+          out = chunk_output(
+              [phi_smem.at[g] for g in range(_G)], [sb_smem.at[g] for g in range(_G)],
+              [ksb_smem.at[g] for g in range(_G)], p_smem, v_smem, ones_smem, ncols=ncols,
+              normalize=normalize, eps=eps)                            # [64, ncols] f32
           # The output tile leaves through our own buffer: the pipeline's predicated output
           # copies are not supported by the CPU interpreter.
           plgpu.wait_smem_to_gmem(0, wait_read_only=True)
@@ -270,7 +302,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   )
   call = plgpu.kernel(
       body,
-      out_type=tuple(out_type),
+      out_type=out_type,
       scratch_types=scratch,
       grid=(heads, num_segments, batch),
       grid_names=("h", "seg", "b"),

@@ -13,6 +13,8 @@ the CUDA *lowering* alone is checked on the CPU below), asynchronous wgmma and T
 (`wgmma_wait` is a no-op in the interpreter), and anything at realistic sizes.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,12 +46,24 @@ CASES = [
 ]
 
 
+# The interpreter runs each warpgroup of a block as a host thread that blocks inside XLA:CPU
+# while it waits at a barrier; with fewer host CPUs than warpgroups that wait can starve the
+# warpgroup it waits for (seen with 2 CPUs: the four-warpgroup kernel never finishes).
+MIN_CPUS_FOR_GROUPS = 4
+_needs_cpus = pytest.mark.skipif(
+    (os.cpu_count() or 1) < MIN_CPUS_FOR_GROUPS,
+    reason=f"the four-warpgroup kernel needs >= {MIN_CPUS_FOR_GROUPS} host CPUs in the interpreter")
+SCHEDULES = [pytest.param("single", id="single"),
+             pytest.param("groups", id="groups", marks=_needs_cpus)]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("b,length,h,dv,normalize,with_state,min_seg,key_sums", CASES)
 def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_state, min_seg,
-                                            key_sums):
+                                            key_sums, schedule):
   rng = np.random.default_rng()
   q, k, v, kv0, ks0, state = random_case(rng, b, length, h, dv, with_state)
-  config = KernelConfig(min_segment_chunks=min_seg, key_sums=key_sums)
+  config = KernelConfig(min_segment_chunks=min_seg, key_sums=key_sums, schedule=schedule)
   try:
     out, final = api.linear_attention(q, k, v, normalize=normalize, eps=1e-6,
                                       initial_state=state, config=config,
@@ -70,16 +84,18 @@ def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_st
   assert rel_err(final.k_state, ref_ks) <= TOL
 
 
+@pytest.mark.parametrize("schedule", ["single", "groups"])
 @pytest.mark.parametrize("normalize,with_state,key_sums", [(True, True, "kernel"),
                                                            (False, False, "xla")])
-def test_kernel_lowers_for_cuda(normalize, with_state, key_sums):
+def test_kernel_lowers_for_cuda(normalize, with_state, key_sums, schedule):
   """The Mosaic GPU lowering (TMA dims, layouts, wgmma shapes) runs on the CPU, no GPU needed."""
   b, length, h = 1, 8192, 16
   spec = lambda *s: jax.ShapeDtypeStruct(s, jnp.bfloat16)
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
   for dv in (64, 112):
     fn = jax.jit(lambda q, k, v, kv, ks: api.forward(
-        q, k, v, kv, ks, normalize=normalize, eps=1e-6, config=KernelConfig(key_sums=key_sums),
+        q, k, v, kv, ks, normalize=normalize, eps=1e-6,
+        config=KernelConfig(key_sums=key_sums, schedule=schedule),
         has_initial_state=with_state))
     lowered = fn.trace(spec(b, length, h, 16), spec(b, length, h, 16), spec(b, length, h, dv),
                        f32(b, h, 273, dv), f32(b, h, 273)).lower(lowering_platforms=("cuda",))

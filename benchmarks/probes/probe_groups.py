@@ -1,0 +1,98 @@
+"""Probe of KernelConfig(schedule="groups") (kernel_groups.py) against the single-warpgroup kernel.
+
+  PYTHONPATH=. python3 benchmarks/probes/probe_groups.py check time     (on the H200)
+
+check: relative error vs the float32 XLA chunked path (outputs poisoned by fresh random inputs
+each call; odd lengths, an initial state, both variants, Dv 64 and 112, several segments).
+time:  CUPTI median of 20 runs, L = 8192, H = 16, Dv = 64, both schedules.
+"""
+
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from based_jax.ops import LinearAttentionState, linear_attention
+from benchmarks import common
+from pallas_kernels import based_attention as ba
+
+T0 = time.time()
+
+
+def log(*parts):
+  print(f"[{time.time() - T0:6.1f}s]", *parts, flush=True)
+
+
+def inputs(rng, b, length, h, dv):
+  q = jnp.asarray(rng.standard_normal((b, length, h, 16)) * 0.5, jnp.bfloat16)
+  k = jnp.asarray(rng.standard_normal((b, length, h, 16)) * 0.5, jnp.bfloat16)
+  v = jnp.asarray(rng.standard_normal((b, length, h, dv)), jnp.bfloat16)
+  return q, k, v
+
+
+def rel(a, r):
+  a, r = np.asarray(a, np.float64), np.asarray(r, np.float64)
+  return float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
+
+
+def check():
+  ok = True
+  rng = np.random.default_rng()
+  cases = [  # b, length, h, dv, normalize, with_state, min_segment_chunks
+      (1, 64, 1, 64, False, False, 4), (2, 1000, 4, 64, False, False, 4),
+      (1, 333, 2, 112, True, True, 4), (2, 130, 2, 64, True, True, 1),
+      (1, 4096, 4, 64, False, True, 1), (3, 8192, 16, 64, True, False, 4),
+      (1, 8192, 16, 112, False, True, 4)]
+  for b, length, h, dv, normalize, with_state, min_seg in cases:
+    q, k, v = inputs(rng, b, length, h, dv)
+    state = None
+    if with_state:
+      kv0 = jnp.asarray(rng.standard_normal((b, h, 273, dv)) * 0.1, jnp.float32)
+      ks0 = jnp.asarray(rng.random((b, h, 273)) + 1.0, jnp.float32)
+      state = LinearAttentionState(kv0, ks0)
+    cfg = ba.KernelConfig(schedule="groups", min_segment_chunks=min_seg)
+    try:
+      out, st = jax.block_until_ready(ba.linear_attention(
+          q, k, v, normalize=normalize, initial_state=state, config=cfg))
+    except Exception as e:  # pylint: disable=broad-except
+      log(f"check {b} {length} {h} {dv} {normalize} {with_state}: FAILED {type(e).__name__}: "
+          f"{str(e)[:2000]}")
+      ok = False
+      continue
+    f32 = lambda x: x.astype(jnp.float32)
+    ro, rst = linear_attention(f32(q), f32(k), f32(v), normalize=normalize, initial_state=state,
+                               impl="chunked")
+    errs = (rel(out.astype(jnp.float32), ro), rel(st.kv, rst.kv), rel(st.k_state, rst.k_state))
+    finite = bool(jnp.isfinite(out.astype(jnp.float32)).all())
+    good = finite and all(e < 1e-2 for e in errs)
+    ok &= good
+    log(f"check B={b} L={length} H={h} Dv={dv} norm={normalize} state={with_state} "
+        f"seg>={min_seg}: out {errs[0]:.2e} kv {errs[1]:.2e} ks {errs[2]:.2e} finite={finite} "
+        f"{'OK' if good else 'BAD'}")
+  log("CHECK", "OK" if ok else "BAD")
+
+
+def timing():
+  rng = np.random.default_rng(0)
+  runs = [(b, False) for b in (1, 4, 16, 64, 128, 256)] + [(128, True)]
+  for b, normalize in runs:
+    q, k, v = inputs(rng, b, 8192, 16, 64)
+    for schedule in ("single", "groups"):
+      cfg = ba.KernelConfig(schedule=schedule)
+      fn = jax.jit(lambda q, k, v, cfg=cfg, normalize=normalize: ba.linear_attention(
+          q, k, v, normalize=normalize, config=cfg))
+      try:
+        t = common.time_jax(fn, q, k, v)
+        log(f"time B={b} normalize={normalize} {schedule}: {t['ms']:.4f} ms "
+            f"(floor {common.roofline_floor_ms(b, 8192, 16):.3f})")
+      except Exception as e:  # pylint: disable=broad-except
+        log(f"time B={b} {schedule}: FAILED {type(e).__name__}: {str(e)[:1500]}")
+
+
+if __name__ == "__main__":
+  log("device", jax.devices()[0].device_kind, "jax", jax.__version__)
+  for part in sys.argv[1:]:
+    {"check": check, "time": timing}[part]()
+  log("done")
