@@ -4,7 +4,7 @@
 #   GPU 1: every gpu-marked test; meanwhile the host CPUs run the four-warpgroup kernel in the
 #          Mosaic GPU interpreter (it needs >= 4 host CPUs, which the CPU dev box lacks).
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 BASED_JAX_FFI_LIBRARY=$PWD/.ffi_build/libbased_attention.so
-(CUDA_VISIBLE_DEVICES=0 bash -c "MOSAIC_GPU_DUMP_PTXAS=1 timeout 200 python3 benchmarks/probes/probe_groups.py check > $OUT/check.log 2>&1; timeout 220 python3 benchmarks/probes/probe_groups.py time > $OUT/time.log 2>&1") &
+(CUDA_VISIBLE_DEVICES=0 bash -c "MOSAIC_GPU_DUMP_PTXAS=1 timeout 200 python3 benchmarks/probes/probe_variants.py check:groups > $OUT/check.log 2>&1; timeout 220 python3 benchmarks/probes/probe_variants.py time:default,groups > $OUT/time.log 2>&1") &
 (CUDA_VISIBLE_DEVICES=1 timeout 400 python3 -m pytest -q -m gpu tests -p no:cacheprovider --durations=10 > $OUT/gpu_tests.log 2>&1) &
 (JAX_PLATFORMS=cpu timeout 400 python3 -m pytest -q tests/pallas_kernels/test_kernel_interpret.py -k "groups and matches" -p no:cacheprovider -rs > $OUT/interpret.log 2>&1) &
 wait

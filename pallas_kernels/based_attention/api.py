@@ -194,7 +194,7 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
     ks0_psi = jnp.zeros((batch, heads, features.PSI_DIM), jnp.float32)     # [B, H, 192]
   common = dict(num_segments=nseg, normalize=normalize, eps=float(eps),
                 max_concurrent_steps=config.max_concurrent_steps, key_sums=kernel_ks,
-                interpret=interpret)
+                two_waits=config.feature_waits == 2, interpret=interpret)
   segment_call = BACKENDS[backend]
   if backend == "kernel" and config.schedule == "groups":
     segment_call = kernel_groups.segment_call

@@ -28,6 +28,9 @@ class KernelConfig:
     "single" - one warpgroup runs each chunk as one chain of wgmmas and waits (kernel.py);
     "groups" - four warpgroups: one per 64-row psi group (features and state slice) and one
                for the intra-chunk scores, the outputs and the TMA loads (kernel_groups.py).
+  feature_waits: tensor-core waits per psi construction in the single-warpgroup kernel:
+    3 - two products, one product, two products (two [64, 64] fp32 temporaries live);
+    2 - three products, then two plus the q side's intra-chunk scores (three temporaries).
   key_sums: where the final k_state comes from when normalize=False (with normalize=True the
     kernel always carries the key sums, which feed the denominator):
     "kernel" - fp32 accumulators in the kernel (the default);
@@ -43,6 +46,7 @@ class KernelConfig:
   planner: str = "waves"
   key_sums: str = "kernel"
   schedule: str = "single"
+  feature_waits: int = 3
 
   def __post_init__(self):
     if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
@@ -58,6 +62,8 @@ class KernelConfig:
     if self.schedule not in ("single", "groups"):
       raise ValueError(
           f"KernelConfig.schedule must be 'single' or 'groups'; got {self.schedule!r}")
+    if self.feature_waits not in (2, 3):
+      raise ValueError(f"KernelConfig.feature_waits must be 2 or 3; got {self.feature_waits!r}")
     if self.key_sums not in ("kernel", "xla"):
       raise ValueError(f"KernelConfig.key_sums must be 'kernel' or 'xla'; got {self.key_sums!r}")
     if self.max_concurrent_steps < 1:

@@ -84,13 +84,57 @@ def _build_features(x_smem, mats_smem, phi_smem, side: str):
   plgpu.commit_smem()
 
 
-def _taylor_scores(q_smem, k_smem):
-  """Causally masked 1 + s + s^2/2, s = Q K^T / 4, as bf16 [64 q, 64 k] (stored to SMEM)."""
-  scores = _mm(q_smem, k_smem.T, (CHUNK, CHUNK)) * 0.25                  # [64 q, 64 k]
+def _build_features_two_waits(x_smem, mats_smem, phi_smem, side: str, k_smem=None):
+  """_build_features with two waits instead of three: the three tile products of groups 0 and 1
+  are issued together, then group 2's two products together with (q side, k_smem given) the
+  intra-chunk scores Q K^T. Returns the bf16 taylor scores (see _taylor_scores) or None.
+
+  Holds three [64, 64] fp32 accumulators at once (96 registers per thread) instead of two.
+  """
+  shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K
+  right2 = features.MAT_RIGHT2_Q if side == "q" else features.MAT_RIGHT2_K
+  acc = lambda: plgpu.ACC((CHUNK, 64), jnp.float32)
+
+  def groups01(a_tile, a_shift0, a_shift1):
+    for a, m in ((a_tile, features.MAT_TILE), (a_shift0, shift0), (a_shift1, features.MAT_SHIFT1)):
+      plgpu.wgmma(a, x_smem, mats_smem.at[m])
+    tiled_x = a_tile[...]                                                 # [64, 64]
+    phi_smem[0] = (tiled_x * a_shift0[...]).astype(jnp.bfloat16)
+    phi_smem[1] = (tiled_x * a_shift1[...]).astype(jnp.bfloat16)
+
+  pl.run_scoped(groups01, acc(), acc(), acc())
+
+  def group2(a_left, a_right, a_scores=None):
+    plgpu.wgmma(a_left, x_smem, mats_smem.at[features.MAT_LEFT2])
+    plgpu.wgmma(a_right, x_smem, mats_smem.at[right2])
+    if a_scores is not None:
+      plgpu.wgmma(a_scores, x_smem, k_smem.T)
+    col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, 64), 1, layout=_WGMMA)  # [64, 64]
+    left = a_left[...] + jnp.where(col >= _F, 1.0, 0.0)
+    right = a_right[...] + jnp.where(col == 2 * _F, 1.0, 0.0)
+    phi_smem[2] = (left * right).astype(jnp.bfloat16)
+    if a_scores is None:
+      return None
+    return _taylor_from_scores(a_scores[...])
+
+  accs = (acc(), acc()) + ((plgpu.ACC((CHUNK, CHUNK), jnp.float32),) if k_smem is not None else ())
+  taylor = pl.run_scoped(group2, *accs)
+  plgpu.commit_smem()
+  return taylor
+
+
+def _taylor_from_scores(qk):
+  """Causally masked 1 + s + s^2/2 with s = qk / 4, from fp32 Q K^T [64 q, 64 k], as bf16."""
+  scores = qk * 0.25                                                     # [64 q, 64 k]
   row = plgpu.broadcasted_iota(jnp.int32, (CHUNK, CHUNK), 0, layout=_WGMMA)
   col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, CHUNK), 1, layout=_WGMMA)
   taylor = 1.0 + scores + 0.5 * scores * scores
   return jnp.where(row >= col, taylor, 0.0).astype(jnp.bfloat16)
+
+
+def _taylor_scores(q_smem, k_smem):
+  """Causally masked 1 + s + s^2/2, s = Q K^T / 4, as bf16 [64 q, 64 k] (stored to SMEM)."""
+  return _taylor_from_scores(_mm(q_smem, k_smem.T, (CHUNK, CHUNK)))     # [64 q, 64 k]
 
 
 def chunk_output(phi, s_bf16, ksb, p_smem, v_smem, ones_smem, *, ncols: int, normalize: bool,
@@ -164,7 +208,8 @@ def split_refs(refs, *, load_init: bool, emit_output: bool, emit_state: bool, em
 
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
-                 max_concurrent_steps: int, key_sums: bool = True, interpret=None):
+                 max_concurrent_steps: int, key_sums: bool = True, two_waits: bool = False,
+                 interpret=None):
   """Runs the kernel over all (head, segment, batch) blocks for value columns [col0, col0+ncols).
 
   q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
@@ -175,6 +220,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     sum repeated over 16 columns); block (b, h, seg) is row (b * H + h) * num_segments + seg.
     The accumulators start at hi + lo (added on the tensor cores as I @ hi + I @ lo).
   key_sums: whether emit_state also returns the key sums (else the caller computes them).
+  two_waits: build each side's psi in two tensor-core waits instead of three, the q side's
+    second one shared with the intra-chunk scores (_build_features_two_waits).
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
   accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and, if key_sums,
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal). (TMA takes at most 5 strided
@@ -234,8 +281,11 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         *refs, (s_accs, ks_accs) = refs
         if emit_output:
           q_smem, k_smem, v_smem = refs
-          _build_features(q_smem, mats_smem, phi_smem, "q")
-          p_smem[...] = _taylor_scores(q_smem, k_smem)
+          if two_waits:
+            p_smem[...] = _build_features_two_waits(q_smem, mats_smem, phi_smem, "q", k_smem)
+          else:
+            _build_features(q_smem, mats_smem, phi_smem, "q")
+            p_smem[...] = _taylor_scores(q_smem, k_smem)
           plgpu.commit_smem()
 
           out = chunk_output(
@@ -251,7 +301,10 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         else:
           k_smem, v_smem = refs
 
-        _build_features(k_smem, mats_smem, phi_smem, "k")
+        if two_waits:
+          _build_features_two_waits(k_smem, mats_smem, phi_smem, "k")
+        else:
+          _build_features(k_smem, mats_smem, phi_smem, "k")
         for g in range(_G):
           plgpu.wgmma(s_accs[g], phi_smem.at[g].T, v_smem)
           if need_ks:

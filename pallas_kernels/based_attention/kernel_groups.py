@@ -69,8 +69,11 @@ def _group_features(x_smem, mats_smem, g, side: str):
 
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
-                 max_concurrent_steps: int, key_sums: bool = True, interpret=None):
-  """Same arguments and results as `kernel.segment_call`."""
+                 max_concurrent_steps: int, key_sums: bool = True, two_waits: bool = False,
+                 interpret=None):
+  """Same arguments and results as `kernel.segment_call` (two_waits: no effect here, each
+  group warpgroup builds its psi rows in one wait)."""
+  del two_waits
   batch, _, heads, _ = q.shape
   seg_len, seg_chunks = kernel.segment_chunks(q.shape[1], num_segments)
   stages = max(2, max_concurrent_steps)
@@ -167,7 +170,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         plgpu.commit_smem()
         plgpu.copy_smem_to_gmem(o_smem.at[buf], o_ref.at[b, tile_rows(c), h])
 
-      plgpu.barrier_arrive(done)
+      if emit_state:           # the group warpgroups stage the state over phi_q / s_bf16
+        plgpu.barrier_arrive(done)
       plgpu.wait_smem_to_gmem(0)
 
     # ---------------- group warpgroups: psi features and the state --------------------------

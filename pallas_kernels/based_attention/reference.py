@@ -32,9 +32,10 @@ def psi(x, mats, side: str):
 
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
-                 max_concurrent_steps: int = 2, key_sums: bool = True, interpret=None):
+                 max_concurrent_steps: int = 2, key_sums: bool = True, two_waits: bool = False,
+                 interpret=None):
   """Same contract as kernel.segment_call (see there for shapes)."""
-  del max_concurrent_steps, interpret
+  del max_concurrent_steps, two_waits, interpret
   b, length, h, _ = q.shape
   nseg = num_segments
   nc = length // (nseg * CHUNK)

@@ -100,6 +100,10 @@ def test_config_rejects_bad_values():
     KernelConfig(planner="greedy")
   with pytest.raises(ValueError, match="key_sums"):
     KernelConfig(key_sums="host")
+  with pytest.raises(ValueError, match="schedule"):
+    KernelConfig(schedule="warps")
+  with pytest.raises(ValueError, match="feature_waits"):
+    KernelConfig(feature_waits=1)
 
 
 def test_key_sums_xla_is_the_sum_of_psi_k():

@@ -53,17 +53,18 @@ MIN_CPUS_FOR_GROUPS = 4
 _needs_cpus = pytest.mark.skipif(
     (os.cpu_count() or 1) < MIN_CPUS_FOR_GROUPS,
     reason=f"the four-warpgroup kernel needs >= {MIN_CPUS_FOR_GROUPS} host CPUs in the interpreter")
-SCHEDULES = [pytest.param("single", id="single"),
-             pytest.param("groups", id="groups", marks=_needs_cpus)]
+VARIANTS = [pytest.param({}, id="single"),
+            pytest.param({"feature_waits": 2}, id="two_waits"),
+            pytest.param({"schedule": "groups"}, id="groups", marks=_needs_cpus)]
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("b,length,h,dv,normalize,with_state,min_seg,key_sums", CASES)
 def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_state, min_seg,
-                                            key_sums, schedule):
+                                            key_sums, variant):
   rng = np.random.default_rng()
   q, k, v, kv0, ks0, state = random_case(rng, b, length, h, dv, with_state)
-  config = KernelConfig(min_segment_chunks=min_seg, key_sums=key_sums, schedule=schedule)
+  config = KernelConfig(min_segment_chunks=min_seg, key_sums=key_sums, **variant)
   try:
     out, final = api.linear_attention(q, k, v, normalize=normalize, eps=1e-6,
                                       initial_state=state, config=config,
@@ -84,10 +85,11 @@ def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_st
   assert rel_err(final.k_state, ref_ks) <= TOL
 
 
-@pytest.mark.parametrize("schedule", ["single", "groups"])
+@pytest.mark.parametrize("variant", [{}, {"feature_waits": 2}, {"schedule": "groups"}],
+                         ids=["single", "two_waits", "groups"])
 @pytest.mark.parametrize("normalize,with_state,key_sums", [(True, True, "kernel"),
                                                            (False, False, "xla")])
-def test_kernel_lowers_for_cuda(normalize, with_state, key_sums, schedule):
+def test_kernel_lowers_for_cuda(normalize, with_state, key_sums, variant):
   """The Mosaic GPU lowering (TMA dims, layouts, wgmma shapes) runs on the CPU, no GPU needed."""
   b, length, h = 1, 8192, 16
   spec = lambda *s: jax.ShapeDtypeStruct(s, jnp.bfloat16)
@@ -95,7 +97,7 @@ def test_kernel_lowers_for_cuda(normalize, with_state, key_sums, schedule):
   for dv in (64, 112):
     fn = jax.jit(lambda q, k, v, kv, ks: api.forward(
         q, k, v, kv, ks, normalize=normalize, eps=1e-6,
-        config=KernelConfig(key_sums=key_sums, schedule=schedule),
+        config=KernelConfig(key_sums=key_sums, **variant),
         has_initial_state=with_state))
     lowered = fn.trace(spec(b, length, h, 16), spec(b, length, h, 16), spec(b, length, h, dv),
                        f32(b, h, 273, dv), f32(b, h, 273)).lower(lowering_platforms=("cuda",))

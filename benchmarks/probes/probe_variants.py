@@ -1,10 +1,11 @@
-"""Probe of KernelConfig(schedule="groups") (kernel_groups.py) against the single-warpgroup kernel.
+"""Probe of kernel variants (KernelConfig knobs) against the default Pallas kernel.
 
-  PYTHONPATH=. python3 benchmarks/probes/probe_groups.py check time     (on the H200)
+  PYTHONPATH=. python3 benchmarks/probes/probe_variants.py check:groups time:default,groups
 
-check: relative error vs the float32 XLA chunked path (outputs poisoned by fresh random inputs
-each call; odd lengths, an initial state, both variants, Dv 64 and 112, several segments).
-time:  CUPTI median of 20 runs, L = 8192, H = 16, Dv = 64, both schedules.
+check:NAME  relative error of variant NAME vs the float32 XLA chunked path (fresh random inputs
+            each call; odd lengths, an initial state, both variants, Dv 64 and 112, segments).
+time:NAMES  CUPTI median of 20 runs of each variant, L = 8192, H = 16, Dv = 64.
+Variants: see VARIANTS. Session-3 output: benchmarks/results/session3/.
 """
 
 import sys
@@ -19,6 +20,11 @@ from benchmarks import common
 from pallas_kernels import based_attention as ba
 
 T0 = time.time()
+VARIANTS = {
+    "default": {},
+    "groups": {"schedule": "groups"},
+    "two_waits": {"feature_waits": 2},
+}
 
 
 def log(*parts):
@@ -37,7 +43,7 @@ def rel(a, r):
   return float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-30))
 
 
-def check():
+def check(name):
   ok = True
   rng = np.random.default_rng()
   cases = [  # b, length, h, dv, normalize, with_state, min_segment_chunks
@@ -52,7 +58,7 @@ def check():
       kv0 = jnp.asarray(rng.standard_normal((b, h, 273, dv)) * 0.1, jnp.float32)
       ks0 = jnp.asarray(rng.random((b, h, 273)) + 1.0, jnp.float32)
       state = LinearAttentionState(kv0, ks0)
-    cfg = ba.KernelConfig(schedule="groups", min_segment_chunks=min_seg)
+    cfg = ba.KernelConfig(min_segment_chunks=min_seg, **VARIANTS[name])
     try:
       out, st = jax.block_until_ready(ba.linear_attention(
           q, k, v, normalize=normalize, initial_state=state, config=cfg))
@@ -68,31 +74,35 @@ def check():
     finite = bool(jnp.isfinite(out.astype(jnp.float32)).all())
     good = finite and all(e < 1e-2 for e in errs)
     ok &= good
-    log(f"check B={b} L={length} H={h} Dv={dv} norm={normalize} state={with_state} "
+    log(f"check {name} B={b} L={length} H={h} Dv={dv} norm={normalize} state={with_state} "
         f"seg>={min_seg}: out {errs[0]:.2e} kv {errs[1]:.2e} ks {errs[2]:.2e} finite={finite} "
         f"{'OK' if good else 'BAD'}")
-  log("CHECK", "OK" if ok else "BAD")
+  log("CHECK", name, "OK" if ok else "BAD")
 
 
-def timing():
+def timing(names):
   rng = np.random.default_rng(0)
   runs = [(b, False) for b in (1, 4, 16, 64, 128, 256)] + [(128, True)]
   for b, normalize in runs:
     q, k, v = inputs(rng, b, 8192, 16, 64)
-    for schedule in ("single", "groups"):
-      cfg = ba.KernelConfig(schedule=schedule)
+    for name in names:
+      cfg = ba.KernelConfig(**VARIANTS[name])
       fn = jax.jit(lambda q, k, v, cfg=cfg, normalize=normalize: ba.linear_attention(
           q, k, v, normalize=normalize, config=cfg))
       try:
         t = common.time_jax(fn, q, k, v)
-        log(f"time B={b} normalize={normalize} {schedule}: {t['ms']:.4f} ms "
+        log(f"time B={b} normalize={normalize} {name}: {t['ms']:.4f} ms "
             f"(floor {common.roofline_floor_ms(b, 8192, 16):.3f})")
       except Exception as e:  # pylint: disable=broad-except
-        log(f"time B={b} {schedule}: FAILED {type(e).__name__}: {str(e)[:1500]}")
+        log(f"time B={b} {name}: FAILED {type(e).__name__}: {str(e)[:1500]}")
 
 
 if __name__ == "__main__":
   log("device", jax.devices()[0].device_kind, "jax", jax.__version__)
   for part in sys.argv[1:]:
-    {"check": check, "time": timing}[part]()
+    what, names = part.split(":")
+    if what == "check":
+      check(names)
+    else:
+      timing(names.split(","))
   log("done")
