@@ -28,9 +28,14 @@ class KernelConfig:
     "single" - one warpgroup runs each chunk as one chain of wgmmas and waits (kernel.py);
     "groups" - four warpgroups: one per 64-row psi group (features and state slice) and one
                for the intra-chunk scores, the outputs and the TMA loads (kernel_groups.py).
+               Slower on the H200: 15.96 vs 10.53 ms at B = 256 and 1.032 vs 0.732 ms at
+               B = 16 (L 8192, H 16): 512 threads per block cap registers at 128 per thread
+               (ptxas spills) and its shared memory allows one block per SM.
   feature_waits: tensor-core waits per psi construction in the single-warpgroup kernel:
     3 - two products, one product, two products (two [64, 64] fp32 temporaries live);
     2 - three products, then two plus the q side's intra-chunk scores (three temporaries).
+        Slower on the H200: 13.63 vs 10.54 ms at B = 256 and 1.029 vs 0.750 ms at B = 16
+        (ptxas spills up to 600 bytes).
   key_sums: where the final k_state comes from when normalize=False (with normalize=True the
     kernel always carries the key sums, which feed the denominator):
     "kernel" - fp32 accumulators in the kernel (the default);
