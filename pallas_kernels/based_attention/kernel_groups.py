@@ -20,11 +20,14 @@ ahead of the output warpgroup. Each group warpgroup builds its 64 psi rows with 
 tensor-core products (`features.build_matrices`) per side and one wait, so its chain per chunk is
 two waits long instead of the single-warpgroup kernel's nine. A group warpgroup holds only its
 [64, ncols] slice of the state (32 fp32 registers per thread at ncols = 64).
+
+Measured on the H200 (docs/benchmarks.md, "Kernel variants tried in session 3"): correct, but
+1.15-1.5x slower than the single-warpgroup kernel. Four warpgroups (512 threads) cap registers
+at 128 per thread (ptxas spills) and ~196 KiB of shared memory leave one block per SM, so an SM
+still runs two dependent chains at a time, now with barrier hand-offs between them. It is kept
+as the starting point for a layout that fits two blocks per SM.
 """
 
-import functools
-
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
