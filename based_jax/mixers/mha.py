@@ -5,7 +5,8 @@
 
 Prefill runs a flash-style scan over key blocks (online softmax), so memory is O(L * block),
 never [L, L] (impl "xla"); impl "cudnn" hands unpadded batches to cuDNN's fused flash attention
-(`jax.nn.dot_product_attention`, NVIDIA GPUs, bf16/fp16) and keeps the scan for left-padded ones.
+(`jax.nn.dot_product_attention`, NVIDIA GPUs, bf16/fp16) and keeps the scan for left-padded ones;
+impl "auto" (the default) takes cuDNN wherever "cudnn" would and the scan everywhere else.
 Decoding keeps a KV cache of `max_length` rotated keys and values, written at the absolute index
 of each token; pad slots are invalid. Softmax statistics are fp32.
 """
@@ -20,7 +21,8 @@ from based_jax.layers import Dtype, apply_rotary, dense, matmul_precision, rotar
 
 _NEG = -1e30  # finite "minus infinity": rows with no allowed key stay finite (and are zeroed)
 _KEY_BLOCK = 256
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+_CUDNN_MAX_HEAD_DIM = 128  # cuDNN's fused flash attention: head dims up to 128, multiples of 8
 
 
 @struct.dataclass
@@ -77,10 +79,13 @@ def flash_causal_attention(q, k, v, key_valid, *, scale: float, precision,
   return out.transpose(0, 2, 1, 3).astype(v.dtype)  # [B, L, H, D]
 
 
-def cudnn_unavailable_reason(dtype) -> str | None:
-  """Why impl "cudnn" cannot run here with this compute dtype, or None."""
+def cudnn_unavailable_reason(dtype, head_dim: int) -> str | None:
+  """Why impl "cudnn" cannot run here with this compute dtype and head dim, or None."""
   if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
     return f"cuDNN flash attention takes bfloat16 or float16; the model computes in {dtype}"
+  if head_dim % 8 or head_dim > _CUDNN_MAX_HEAD_DIM:
+    return (f"cuDNN flash attention takes head dims that are multiples of 8 up to "
+            f"{_CUDNN_MAX_HEAD_DIM}; got {head_dim}")
   if jax.default_backend() != "gpu":
     return f"cuDNN flash attention needs an NVIDIA GPU; JAX's backend is {jax.default_backend()}"
   return None
@@ -89,14 +94,18 @@ def cudnn_unavailable_reason(dtype) -> str | None:
 def causal_attention(q, k, v, key_valid, *, scale: float, precision, impl: str) -> jax.Array:
   """Causal softmax attention through `impl`. q, k, v: [B, L, H, D]; key_valid: [B, L] or None.
 
-  impl "cudnn" runs unpadded batches (key_valid None) on cuDNN and padded ones on the scan.
+  impl "cudnn" runs unpadded batches (key_valid None) on cuDNN and padded ones on the scan;
+  "auto" does the same where cuDNN can run (cudnn_unavailable_reason) and otherwise the scan.
   """
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}; got {impl!r}")
-  if impl == "cudnn" and key_valid is None:
-    reason = cudnn_unavailable_reason(q.dtype)
-    if reason is not None:
+  use_cudnn = False
+  if impl != "xla" and key_valid is None:
+    reason = cudnn_unavailable_reason(q.dtype, q.shape[-1])
+    if reason is not None and impl == "cudnn":
       raise ValueError(f"attn_impl='cudnn': {reason}")
+    use_cudnn = reason is None
+  if use_cudnn:
     return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
                                         implementation="cudnn")  # [B, L, H, D]
   return flash_causal_attention(q, k, v, key_valid, scale=scale, precision=precision)
@@ -167,10 +176,10 @@ class SoftmaxAttentionBase(nn.Module):
 class MHA(SoftmaxAttentionBase):
   """Full causal multi-head attention (attention baseline). x: [B, L, d] -> [B, L, d].
 
-  impl: "xla" (the key-block scan) or "cudnn" (see causal_attention).
+  impl: "auto", "xla" (the key-block scan) or "cudnn" (see causal_attention).
   """
 
-  impl: str = "xla"
+  impl: str = "auto"
 
   def _attend(self, q, k, v, mask):
     return causal_attention(q, k, v, mask, scale=self.scale, precision=self.precision,

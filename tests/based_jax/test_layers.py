@@ -222,6 +222,29 @@ def test_cudnn_attention_refuses_float32_and_non_gpu_backends_by_name():
     causal_attention(q, k, v, None, scale=0.125, precision=None, impl="flash")
 
 
+def test_cudnn_attention_refuses_unsupported_head_dims_by_name():
+  r = np.random.default_rng()
+  q, k, v = (jnp.asarray(r.standard_normal((1, 9, 2, 160)), jnp.bfloat16) for _ in range(3))
+  with pytest.raises(ValueError, match=r"attn_impl='cudnn'.*head dims.*160"):
+    causal_attention(q, k, v, None, scale=0.125, precision=None, impl="cudnn")
+
+
+@pytest.mark.parametrize("dtype,head_dim", [(jnp.float32, 64), (jnp.bfloat16, 64),
+                                            (jnp.bfloat16, 160)])
+def test_auto_attention_is_the_scan_where_cudnn_cannot_run(dtype, head_dim):
+  """"auto" never raises: float32, unsupported head dims and (off the GPU) every batch take the
+  scan, bit for bit; on a GPU, bf16 with head dim 64 is cuDNN's, bit for bit."""
+  r = np.random.default_rng()
+  q, k, v = (jnp.asarray(r.standard_normal((2, 37, 2, head_dim)), dtype) for _ in range(3))
+  cudnn_runs = (jax.default_backend() == "gpu" and dtype == jnp.bfloat16 and head_dim <= 128)
+  got = causal_attention(q, k, v, None, scale=0.125, precision=None, impl="auto")
+  if cudnn_runs:
+    want = causal_attention(q, k, v, None, scale=0.125, precision=None, impl="cudnn")
+  else:
+    want = flash_causal_attention(q, k, v, None, scale=0.125, precision=None)
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+
+
 def test_cudnn_attention_keeps_padded_batches_on_the_scan():
   q, k, v = _attention_inputs(23, jnp.float32)
   valid = np.ones((2, 23), bool)
@@ -234,10 +257,14 @@ def test_cudnn_attention_keeps_padded_batches_on_the_scan():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cudnn", "auto"])
 @pytest.mark.parametrize("length", [1, 77, 1000])
-def test_cudnn_attention_matches_the_float32_scan_on_gpu(length):
+def test_cudnn_attention_matches_the_float32_scan_on_gpu(length, impl):
   q, k, v = _attention_inputs(length, jnp.bfloat16)
-  got = causal_attention(q, k, v, None, scale=0.125, precision=None, impl="cudnn")
+  got = causal_attention(q, k, v, None, scale=0.125, precision=None, impl=impl)
+  if impl == "auto":  # on the GPU, auto is cuDNN for an unpadded bf16 batch with head dim 64
+    cudnn = causal_attention(q, k, v, None, scale=0.125, precision=None, impl="cudnn")
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(cudnn, np.float32))
   f32 = [x.astype(jnp.float32) for x in (q, k, v)]
   want = flash_causal_attention(*f32, None, scale=0.125, precision=jax.lax.Precision.HIGHEST)
   err = float(jnp.linalg.norm((got.astype(jnp.float32) - want).ravel()) /
