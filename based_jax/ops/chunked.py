@@ -6,8 +6,10 @@ S_n = kv0 + sum_{m<n} phi(K_m)^T V_m, obtained by an exclusive cumulative sum of
 increments. Every step is a batched matmul, so XLA maps it onto the tensor cores.
 
 Numerics: float32 inputs are computed at full float32 precision. On GPU, 16-bit inputs use 16-bit
-matmul operands with float32 accumulation (on CPU, float32 operands) (the prefix states are rounded to the input dtype for the
-inter-chunk product, as the fused kernels do); states are always accumulated and returned in float32.
+matmul operands with float32 accumulation (on CPU, float32 operands), and the prefix states are
+rounded to the input dtype for the inter-chunk product, as the fused kernels do; states are always
+accumulated and returned in float32. The fused kernels' backward runs this path in float32
+(`chunked_float32_vjp`).
 Tail padding up to a multiple of C is masked out of every sum and sliced off the output.
 """
 

@@ -12,7 +12,7 @@ work on the same chunk concurrently and hand data over through shared memory and
        without waiting: the next chunk's first wait covers it.
   output warpgroup (3): P = causal(1 + s + s^2/2) for the chunk, waits for `ready[buf]`, then
     o = sum_g phi_q[buf, g] @ s_bf16[buf, g] + P @ V, arrives at `free[buf]`, stores o by TMA;
-    it also issues every TMA load of q, k, v (a ring of `max_concurrent_steps` slots, refilled
+    it also issues every TMA load of q, k, v (a ring of max(2, max_concurrent_steps) slots, refilled
     once all four warpgroups arrived at `consumed[slot]`).
 
 phi_q / s_bf16 are double-buffered (buf = chunk % 2), so the group warpgroups can run one chunk
@@ -110,7 +110,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
       if emit_output:
         plgpu.copy_gmem_to_smem(q_ref.at[b, tile_rows(c), h], q_smem.at[slot],
                                 loaded.at[slot])
-      plgpu.copy_gmem_to_smem(k_ref.at[b, tile_rows(c), h], k_smem.at[slot], loaded.at[stages + slot])
+      plgpu.copy_gmem_to_smem(k_ref.at[b, tile_rows(c), h], k_smem.at[slot],
+                              loaded.at[stages + slot])
       plgpu.copy_gmem_to_smem(v_ref.at[b, tile_rows(c), h, pl.ds(col0, ncols)],
                               v_smem.at[slot], loaded.at[2 * stages + slot])
 
