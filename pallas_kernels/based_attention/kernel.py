@@ -227,7 +227,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal). (TMA takes at most 5 strided
   dimensions, so states are addressed by one flat block index.)
   """
-  batch, _, heads, _ = q.shape
+  heads = q.shape[2]
   seg_len, seg_chunks = segment_chunks(q.shape[1], num_segments)
   load_init = init is not None
   emit_ks = emit_state and key_sums
@@ -353,6 +353,16 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
       plgpu.SMEM((CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),       # output tile
       plgpu.Barrier(num_barriers=5),
   )
+  return launch(body, q, k, v, mats, init, out_type=out_type, scratch=scratch,
+                num_segments=num_segments, interpret=interpret)
+
+
+def launch(body, q, k, v, mats, init, *, out_type, scratch, num_segments: int, interpret,
+           num_threads: int | None = None):
+  """Runs `body` on the grid (h, seg, b) (and `num_threads` warpgroups named "wg" per block)
+  over q, k, v, mats and, when init is not None, its four initial-state arrays."""
+  batch, _, heads, _ = q.shape
+  threads = {} if num_threads is None else {"num_threads": num_threads, "thread_name": "wg"}
   call = plgpu.kernel(
       body,
       out_type=out_type,
@@ -361,11 +371,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
       grid_names=("h", "seg", "b"),
       compiler_params=plgpu.CompilerParams(),
       interpret=interpret,
+      **threads,
   )
-  args = [q, k, v, mats]
-  if load_init:
-    args += list(init)
-  return call(*args)
+  return call(q, k, v, mats, *(() if init is None else init))
 
 
 def _load_initial_state(init_refs, block, s_accs, ks_accs, identity_smem, barriers,

@@ -77,7 +77,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   """Same arguments and results as `kernel.segment_call` (two_waits: no effect here, each
   group warpgroup builds its psi rows in one wait)."""
   del two_waits
-  batch, _, heads, _ = q.shape
+  heads = q.shape[2]
   seg_len, seg_chunks = kernel.segment_chunks(q.shape[1], num_segments)
   stages = max(2, max_concurrent_steps)
   load_init = init is not None
@@ -285,18 +285,5 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
       plgpu.Barrier(num_arrivals=_G),                                # init_done
       plgpu.Barrier(num_arrivals=done_arrivals),                     # done
   )
-  call = plgpu.kernel(
-      body,
-      out_type=out_type,
-      scratch_types=scratch,
-      grid=(heads, num_segments, batch),
-      grid_names=("h", "seg", "b"),
-      num_threads=_G + 1,
-      thread_name="wg",
-      compiler_params=plgpu.CompilerParams(),
-      interpret=interpret,
-  )
-  args = [q, k, v, mats]
-  if load_init:
-    args += list(init)
-  return call(*args)
+  return kernel.launch(body, q, k, v, mats, init, out_type=out_type, scratch=scratch,
+                       num_segments=num_segments, interpret=interpret, num_threads=_G + 1)
