@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from based_jax.ops.chunked import chunked_float32_vjp
 from based_jax.ops.hardware import hopper_unavailable_reason
 from based_jax.ops.state import EXPANDED_DIM, FEATURE_DIM, LinearAttentionState
 from based_jax.ops.validation import check_linear_attention_args
@@ -268,7 +269,6 @@ def _attention_fwd(q, k, v, kv0, ks0, normalize, eps, config, has_initial_state,
 def _attention_bwd(normalize, eps, config, has_initial_state, interpret, backend, residuals,
                    cotangents):
   del config, has_initial_state, interpret, backend
-  from based_jax.ops.chunked import chunked_float32_vjp  # pylint: disable=g-import-not-at-top
   q, k, v, kv0, ks0 = residuals
   dq, dk, dv, d_state = chunked_float32_vjp(q, k, v, LinearAttentionState(kv0, ks0), cotangents,
                                             normalize=normalize, eps=eps)
