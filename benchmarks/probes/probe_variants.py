@@ -5,6 +5,7 @@
 check:NAME  relative error of variant NAME vs the float32 XLA chunked path (fresh random inputs
             each call; odd lengths, an initial state, both variants, Dv 64 and 112, segments).
 time:NAMES  CUPTI median of 20 runs of each variant, L = 8192, H = 16, Dv = 64.
+kernels:NAMES  per-kernel CUPTI breakdown of each variant at B = 16 and 256 (L = 8192).
 Variants: see VARIANTS. Session-3 output: benchmarks/results/session3/.
 """
 
@@ -24,6 +25,8 @@ VARIANTS = {
     "default": {},
     "groups": {"schedule": "groups"},
     "two_waits": {"feature_waits": 2},
+    "xla_ks": {"key_sums": "xla"},
+    "vb32": {"max_value_block": 32},
 }
 
 
@@ -97,12 +100,26 @@ def timing(names):
         log(f"time B={b} {name}: FAILED {type(e).__name__}: {str(e)[:1500]}")
 
 
+def kernels(names):
+  rng = np.random.default_rng(0)
+  for b in (16, 256):
+    q, k, v = inputs(rng, b, 8192, 16, 64)
+    for name in names:
+      cfg = ba.KernelConfig(**VARIANTS[name])
+      fn = jax.jit(lambda q, k, v, cfg=cfg: ba.linear_attention(q, k, v, normalize=False,
+                                                                config=cfg))
+      lines = common.kernel_breakdown(fn, q, k, v, top=8)
+      log(f"kernels B={b} {name}: " + " | ".join(line.strip() for line in lines))
+
+
 if __name__ == "__main__":
   log("device", jax.devices()[0].device_kind, "jax", jax.__version__)
   for part in sys.argv[1:]:
     what, names = part.split(":")
     if what == "check":
       check(names)
+    elif what == "kernels":
+      kernels(names.split(","))
     else:
       timing(names.split(","))
   log("done")

@@ -104,11 +104,18 @@ def _to_psi(kv, ks):
   return kv_psi, ks_psi
 
 
+# Every row of TO_273 has one nonzero: each 273-layout row is one psi row times a constant.
+_TO_273_SOURCE = np.argmax(np.abs(features.TO_273), axis=1)              # [273] psi row
+_TO_273_SCALE = features.TO_273[np.arange(EXPANDED_DIM), _TO_273_SOURCE]  # [273]
+assert np.array_equal(np.count_nonzero(features.TO_273, axis=1), np.ones(EXPANDED_DIM))
+
+
 def _from_psi(kv_psi, ks_psi):
-  """psi-layout state accumulated by the kernel -> 273 layout."""
-  m = jnp.asarray(features.TO_273, jnp.float32)                          # [273, 192]
-  kv = jnp.einsum("ef,bhfd->bhed", m, kv_psi, precision="highest")      # [B, H, 273, Dv]
-  ks = jnp.einsum("ef,bhf->bhe", m, ks_psi, precision="highest")        # [B, H, 273]
+  """psi-layout state accumulated by the kernel -> 273 layout (a scaled gather of rows: one
+  pass over memory, where the [273, 192] matmul took 7% of the kernel's time at B = 256)."""
+  scale = jnp.asarray(_TO_273_SCALE, jnp.float32)                       # [273]
+  kv = kv_psi[:, :, _TO_273_SOURCE, :] * scale[:, None]                 # [B, H, 273, Dv]
+  ks = ks_psi[:, :, _TO_273_SOURCE] * scale                             # [B, H, 273]
   return kv, ks
 
 
@@ -153,16 +160,33 @@ def _psi_gather():
   return (np.array(rows), np.array(first), np.array(second), np.array(scales, np.float32))
 
 
-def key_sums_xla(k):
-  """sum_t psi_k(k_t) [B, H, 192] f32 from k [B, L, H, 16] through the Gram matrix."""
-  kf = k.astype(jnp.float32)
-  gram = jnp.einsum("blhf,blhg->bhfg", kf, kf, precision="highest")      # [B, H, 16, 16]
+def psi_key_sums(gram, lin, count):
+  """sum_t psi_k(k_t) [..., 192] from gram [..., 16, 16] = sum_t k_t k_t^T, lin [..., 16] =
+  sum_t k_t and the token count (a number or an array broadcasting to [...])."""
   rows, a, b, scale = _psi_gather()
-  out = jnp.zeros(k.shape[:1] + k.shape[2:3] + (features.PSI_DIM,), jnp.float32)  # [B, H, 192]
+  out = jnp.zeros(gram.shape[:-2] + (features.PSI_DIM,), jnp.float32)    # [..., 192]
   out = out.at[..., rows].set(gram[..., a, b] * scale)
-  lin = features.LINEAR_ROW
-  out = out.at[..., lin:lin + features.FEATURE_DIM].set(0.5 * jnp.sum(kf, axis=1))
-  return out.at[..., features.CONST_ROW].set(float(k.shape[1]))
+  start = features.LINEAR_ROW
+  out = out.at[..., start:start + features.FEATURE_DIM].set(0.5 * lin)
+  return out.at[..., features.CONST_ROW].set(count)
+
+
+def key_sums_from_gram_rows(rows, count):
+  """The kernel's gram_sums output [..., 64, 16] (rows 0..15: sum k k^T, row 16: sum k) and
+  the token count -> sum_t psi_k(k_t) [..., 192]."""
+  return psi_key_sums(rows[..., :features.FEATURE_DIM, :], rows[..., features.FEATURE_DIM, :],
+                      count)
+
+
+def key_sums_xla(k):
+  """sum_t psi_k(k_t) [B, H, 192] f32 from k [B, L, H, 16] through the Gram matrix.
+
+  For bf16 k the products are exact in fp32 and summed in fp32 (as the kernel's wgmmas do), so
+  the Gram matrix needs no fp32 copy of k."""
+  gram = jnp.einsum("blhf,blhg->bhfg", k, k, preferred_element_type=jnp.float32,
+                    precision="highest")                                  # [B, H, 16, 16]
+  lin = jnp.sum(k.astype(jnp.float32), axis=1)                           # [B, H, 16]
+  return psi_key_sums(gram, lin, float(k.shape[1]))
 
 
 @functools.partial(jax.jit, static_argnames=("normalize", "eps", "config", "has_initial_state",
@@ -197,8 +221,13 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
                 max_concurrent_steps=config.max_concurrent_steps, key_sums=kernel_ks,
                 two_waits=config.feature_waits == 2, interpret=interpret)
   segment_call = BACKENDS[backend]
+  gram_sums = False
   if backend == "kernel" and config.schedule == "groups":
     segment_call = kernel_groups.segment_call
+  elif kernel_ks and not normalize:   # key sums as Gram rows: fewer registers in the kernel
+    gram_sums = True
+    common["gram_sums"] = True
+  tokens = num_chunks * CHUNK                                            # padded length
 
   outs, states, ks_sum = [], [], None
   for col0, ncols in value_blocks(dv, config):
@@ -207,7 +236,10 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
       seg_s, *seg_ks = segment_call(
           q, k, v, mats, col0=col0, ncols=ncols, emit_output=False, emit_state=True, **common)
       seg_s = seg_s.reshape(batch, heads, nseg, features.PSI_DIM, ncols)  # [B, H, S, 192, n]
-      if seg_ks:
+      if seg_ks and gram_sums:
+        seg_ks = key_sums_from_gram_rows(
+            seg_ks[0].reshape(batch, heads, nseg, CHUNK, 16), float(tokens // nseg))
+      elif seg_ks:
         seg_ks = seg_ks[0].reshape(batch, heads, nseg, features.PSI_DIM, 16)[..., 0]
       else:                   # key sums come from XLA; the second pass does not read them
         seg_ks = jnp.zeros((batch, heads, nseg, features.PSI_DIM), jnp.float32)
@@ -231,7 +263,10 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
       # The kernel's accumulators started at the (hi + lo) initial state: keep only the sums.
       seg_s = (end_s - init_f32[0]).reshape(batch, heads, features.PSI_DIM, ncols)
       states.append(seg_s)                                               # [B, H, 192, n]
-      if end_ks:
+      if end_ks and gram_sums:      # Gram rows hold this call's sums only (no initial state)
+        ks_sum = key_sums_from_gram_rows(end_ks[0].reshape(batch, heads, CHUNK, 16),
+                                         float(tokens))                  # [B, H, 192]
+      elif end_ks:
         end_ks = (end_ks[0] - init_f32[1]).reshape(batch, heads, features.PSI_DIM, 16)
         ks_sum = end_ks[..., 0]                                          # [B, H, 192]
     outs.append(out)

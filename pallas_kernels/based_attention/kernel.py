@@ -64,11 +64,12 @@ def _mm2(x_smem, mats_smem, i, j):
   return pl.run_scoped(body, shape, plgpu.ACC((CHUNK, 64), jnp.float32))
 
 
-def _build_features(x_smem, mats_smem, phi_smem, side: str):
+def _build_features(x_smem, mats_smem, phi_smem, side: str, left_smem=None):
   """psi_q(X) or psi_k(X) for a [64, 16] bf16 tile into phi_smem [3, 64, 64] bf16.
 
   Exact fp32 products with the 0 / power-of-two matrices of features.build_matrices(), then one
-  rounding to bf16 (see features.py).
+  rounding to bf16 (see features.py). left_smem: None, or a [64, 64] bf16 ref that receives
+  group 2's left factor [X | 1 ... 1] (exact in bf16), the operand of the key Gram sums.
   """
   shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K
   right2 = features.MAT_RIGHT2_Q if side == "q" else features.MAT_RIGHT2_K
@@ -81,15 +82,19 @@ def _build_features(x_smem, mats_smem, phi_smem, side: str):
   left = left + jnp.where(col >= _F, 1.0, 0.0)
   right = right + jnp.where(col == 2 * _F, 1.0, 0.0)
   phi_smem[2] = (left * right).astype(jnp.bfloat16)
+  if left_smem is not None:
+    left_smem[...] = left.astype(jnp.bfloat16)
   plgpu.commit_smem()
 
 
-def _build_features_two_waits(x_smem, mats_smem, phi_smem, side: str, k_smem=None):
+def _build_features_two_waits(x_smem, mats_smem, phi_smem, side: str, k_smem=None,
+                              left_smem=None):
   """_build_features with two waits instead of three: the three tile products of groups 0 and 1
   are issued together, then group 2's two products together with (q side, k_smem given) the
   intra-chunk scores Q K^T. Returns the bf16 taylor scores (see _taylor_scores) or None.
 
   Holds three [64, 64] fp32 accumulators at once (96 registers per thread) instead of two.
+  left_smem: as in _build_features.
   """
   shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K
   right2 = features.MAT_RIGHT2_Q if side == "q" else features.MAT_RIGHT2_K
@@ -113,6 +118,8 @@ def _build_features_two_waits(x_smem, mats_smem, phi_smem, side: str, k_smem=Non
     left = a_left[...] + jnp.where(col >= _F, 1.0, 0.0)
     right = a_right[...] + jnp.where(col == 2 * _F, 1.0, 0.0)
     phi_smem[2] = (left * right).astype(jnp.bfloat16)
+    if left_smem is not None:
+      left_smem[...] = left.astype(jnp.bfloat16)
     if a_scores is None:
       return None
     return _taylor_from_scores(a_scores[...])
@@ -160,8 +167,8 @@ def chunk_output(phi, s_bf16, ksb, p_smem, v_smem, ones_smem, *, ncols: int, nor
   out = pl.run_scoped(outputs, *accs)                                    # [64, ncols]
   if normalize:
     out, den = out                                                       # den [64, 16]
-    den_row = den.max(axis=1) + eps                                      # [64] (columns equal)
-    out = out / lax.broadcast_in_dim(den_row, out.shape, [0])
+    inv_den = 1.0 / (den.max(axis=1) + eps)                              # [64] (columns equal)
+    out = out * lax.broadcast_in_dim(inv_den, out.shape, [0])            # 2 divides, not 32
   return out
 
 
@@ -177,8 +184,8 @@ def segment_chunks(length: int, num_segments: int) -> tuple[int, int]:
 
 
 def result_types(q, *, num_segments: int, ncols: int, emit_output: bool, emit_state: bool,
-                 emit_ks: bool) -> tuple:
-  """Output shapes of segment_call (see there), in order: o, s, ks (those requested)."""
+                 emit_ks: bool, gram_sums: bool = False) -> tuple:
+  """Output shapes of segment_call (see there), in order: o, s, ks or gram (those requested)."""
   batch, length, heads, _ = q.shape
   state_shape = (batch * heads * num_segments, _G, CHUNK)
   out_type = []
@@ -186,7 +193,9 @@ def result_types(q, *, num_segments: int, ncols: int, emit_output: bool, emit_st
     out_type.append(jax.ShapeDtypeStruct((batch, length, heads, ncols), jnp.bfloat16))
   if emit_state:
     out_type.append(jax.ShapeDtypeStruct(state_shape + (ncols,), jnp.float32))
-  if emit_ks:
+  if emit_ks and gram_sums:
+    out_type.append(jax.ShapeDtypeStruct((state_shape[0], CHUNK, _F), jnp.float32))
+  elif emit_ks:
     out_type.append(jax.ShapeDtypeStruct(state_shape + (_ONES_COLS,), jnp.float32))
   return tuple(out_type)
 
@@ -208,8 +217,8 @@ def split_refs(refs, *, load_init: bool, emit_output: bool, emit_state: bool, em
 
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
-                 max_concurrent_steps: int, key_sums: bool = True, two_waits: bool = False,
-                 interpret=None):
+                 max_concurrent_steps: int, key_sums: bool = True, gram_sums: bool = False,
+                 two_waits: bool = False, interpret=None):
   """Runs the kernel over all (head, segment, batch) blocks for value columns [col0, col0+ncols).
 
   q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
@@ -220,20 +229,30 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     sum repeated over 16 columns); block (b, h, seg) is row (b * H + h) * num_segments + seg.
     The accumulators start at hi + lo (added on the tensor cores as I @ hi + I @ lo).
   key_sums: whether emit_state also returns the key sums (else the caller computes them).
+  gram_sums: (normalize=False only) return the key sums as Gram rows instead: gram
+    [B * H * nseg, 64, 16] f32 = sum_t left(k_t) k_t^T with left(k) = [k, 1, ..., 1] (rows
+    0..15: sum k k^T, rows 16..63: sum k), NOT including the initial state. One [64, 16]
+    accumulator and one wgmma per chunk instead of three of each: fewer registers per thread.
   two_waits: build each side's psi in two tensor-core waits instead of three, the q side's
     second one shared with the intra-chunk scores (_build_features_two_waits).
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
   accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and, if key_sums,
-  ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal). (TMA takes at most 5 strided
+  ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal) or, with gram_sums, gram
+  (see above). (TMA takes at most 5 strided
   dimensions, so states are addressed by one flat block index.)
   """
   heads = q.shape[2]
   seg_len, seg_chunks = segment_chunks(q.shape[1], num_segments)
   load_init = init is not None
   emit_ks = emit_state and key_sums
-  need_ks = normalize or emit_ks         # key sums feed the denominator and the final state
+  if gram_sums and normalize:
+    raise ValueError("segment_call: gram_sums needs normalize=False (the denominator needs the "
+                     "psi key sums)")
+  use_gram = emit_ks and gram_sums
+  # psi key sums feed the denominator and (unless they come as Gram rows) the final state
+  need_ks = normalize or (emit_ks and not use_gram)
   out_type = result_types(q, num_segments=num_segments, ncols=ncols, emit_output=emit_output,
-                          emit_state=emit_state, emit_ks=emit_ks)
+                          emit_state=emit_state, emit_ks=emit_ks, gram_sums=gram_sums)
 
   def body(*refs):
     q_ref, k_ref, v_ref, mats_ref, init_refs, o_ref, s_ref, ks_ref, refs = split_refs(
@@ -256,7 +275,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     plgpu.barrier_wait(barriers.at[0])
 
     def run(*accs):
-      s_accs, ks_accs = accs[:_G], accs[_G:]     # ks_accs is () when key sums are not needed
+      s_accs = accs[:_G]
+      ks_accs = accs[_G:2 * _G] if need_ks else ()
+      gram_accs = accs[-1:] if use_gram else ()
       if load_init:
         pl.run_scoped(
             functools.partial(_load_initial_state, init_refs, block, s_accs, ks_accs, p_smem,
@@ -278,7 +299,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
 
       def step(idx, *refs):
         # The accumulators travel as the pipeline carry (Mosaic GPU threads them through the loop).
-        *refs, (s_accs, ks_accs) = refs
+        *refs, (s_accs, ks_accs, gram_accs) = refs
         if emit_output:
           q_smem, k_smem, v_smem = refs
           if two_waits:
@@ -301,29 +322,34 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         else:
           k_smem, v_smem = refs
 
+        # With Gram sums, group 2's left factor goes to p_smem (free once the outputs are done).
+        left_smem = p_smem if use_gram else None
         if two_waits:
-          _build_features_two_waits(k_smem, mats_smem, phi_smem, "k")
+          _build_features_two_waits(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem)
         else:
-          _build_features(k_smem, mats_smem, phi_smem, "k")
+          _build_features(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem)
         for g in range(_G):
           plgpu.wgmma(s_accs[g], phi_smem.at[g].T, v_smem)
           if need_ks:
             plgpu.wgmma(ks_accs[g], phi_smem.at[g].T, ones_smem)
+        if use_gram:
+          plgpu.wgmma(gram_accs[0], p_smem.T, k_smem)                  # [64, 16]
         if emit_output:
           store_bf16_state(s_accs, ks_accs)
         else:
           plgpu.wgmma_wait(0)
-        return s_accs, ks_accs
+        return s_accs, ks_accs, gram_accs
 
       pipeline = plgpu.emit_pipeline(
           step, grid=(seg_chunks,), in_specs=in_specs,
-          max_concurrent_steps=max_concurrent_steps, init_carry=(s_accs, ks_accs))
-      s_accs, ks_accs = pipeline(*in_refs)
+          max_concurrent_steps=max_concurrent_steps, init_carry=(s_accs, ks_accs, gram_accs))
+      s_accs, ks_accs, gram_accs = pipeline(*in_refs)
       plgpu.wait_smem_to_gmem(0)
       if emit_state:
         pl.run_scoped(
             functools.partial(_store_state, s_accs, ks_accs if emit_ks else (),
-                              s_ref.at[block], None if ks_ref is None else ks_ref.at[block]),
+                              s_ref.at[block], None if ks_ref is None else ks_ref.at[block],
+                              gram_accs),
             plgpu.SMEM((CHUNK, ncols), jnp.float32),
             plgpu.SMEM((CHUNK, _ONES_COLS), jnp.float32))
 
@@ -341,7 +367,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     pl.run_scoped(
         run,
         *[plgpu.ACC((CHUNK, ncols), jnp.float32) for _ in range(_G)],
-        *[plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32) for _ in range(_G if need_ks else 0)])
+        *[plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32) for _ in range(_G if need_ks else 0)],
+        *[plgpu.ACC((CHUNK, _F), jnp.float32) for _ in range(1 if use_gram else 0)])
 
   scratch = (
       plgpu.SMEM((features.NUM_MATS, _F, 64), jnp.bfloat16, transforms=_tiled()),  # matrices
@@ -394,9 +421,9 @@ def _load_initial_state(init_refs, block, s_accs, ks_accs, identity_smem, barrie
     plgpu.wgmma_wait(0)      # the stages are overwritten by the next group's copies
 
 
-def _store_state(s_accs, ks_accs, s_gmem, ks_gmem, stage_s, stage_ks):
+def _store_state(s_accs, ks_accs, s_gmem, ks_gmem, gram_accs, stage_s, stage_ks):
   """Copies the fp32 state accumulators to GMEM [3, 64, n], one group at a time (ks_accs may
-  be empty: then only s is stored)."""
+  be empty: then only s is stored), then the Gram accumulator [64, 16] to ks_gmem if given."""
   for g in range(_G):
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
     stage_s[...] = s_accs[g][...]
@@ -406,4 +433,9 @@ def _store_state(s_accs, ks_accs, s_gmem, ks_gmem, stage_s, stage_ks):
     plgpu.copy_smem_to_gmem(stage_s, s_gmem.at[g])
     if ks_accs:
       plgpu.copy_smem_to_gmem(stage_ks, ks_gmem.at[g])
+  if gram_accs:
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+    stage_ks[...] = gram_accs[0][...]
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(stage_ks, ks_gmem)
   plgpu.wait_smem_to_gmem(0)

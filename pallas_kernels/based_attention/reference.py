@@ -32,8 +32,8 @@ def psi(x, mats, side: str):
 
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
-                 max_concurrent_steps: int = 2, key_sums: bool = True, two_waits: bool = False,
-                 interpret=None):
+                 max_concurrent_steps: int = 2, key_sums: bool = True, gram_sums: bool = False,
+                 two_waits: bool = False, interpret=None):
   """Same contract as kernel.segment_call (see there for shapes)."""
   del max_concurrent_steps, two_waits, interpret
   b, length, h, _ = q.shape
@@ -84,7 +84,13 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     end_s = s0 + incl_s[:, :, :, -1]                                      # [B, H, S, 192, n]
     end_ks = ks0 + incl_ks[:, :, :, -1]                                   # [B, H, S, 192]
     results.append(end_s.reshape(b * h * nseg, features.PSI_GROUPS, CHUNK, ncols))
-    if key_sums:
+    if key_sums and gram_sums:        # sum_t [k_t, 1, ..., 1] k_t^T, initial state not included
+      j = jnp.arange(64)
+      left = (jnp.einsum("...f,fj->...j", kc, mats[features.MAT_LEFT2].astype(f32),
+                         precision=_HI) + (j >= 16))                      # [B, H, S, N, C, 64]
+      gram = jnp.einsum("bhsncj,bhsncf->bhsjf", left, kc, precision=_HI)  # [B, H, S, 64, 16]
+      results.append(gram.reshape(b * h * nseg, CHUNK, 16))
+    elif key_sums:
       end_ks = jnp.broadcast_to(end_ks[..., None], end_ks.shape + (16,))  # [B, H, S, 192, 16]
       results.append(end_ks.reshape(b * h * nseg, features.PSI_GROUPS, CHUNK, 16))
   return tuple(results)

@@ -43,6 +43,7 @@ CASES = [
     (2, 130, 1, 64, False, True, 1, "kernel"),     # odd length, 3 segments, initial state
     (1, 256, 1, 112, True, True, 1, "kernel"),     # Dv = 112 (64 + 48 columns), 4 segments
     (1, 100, 1, 64, False, True, 4, "xla"),        # key sums from XLA, one segment
+    (1, 70, 2, 64, False, True, 4, "kernel"),      # Gram key sums, one segment, initial state
 ]
 
 
@@ -88,6 +89,7 @@ def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_st
 @pytest.mark.parametrize("variant", [{}, {"feature_waits": 2}, {"schedule": "groups"}],
                          ids=["single", "two_waits", "groups"])
 @pytest.mark.parametrize("normalize,with_state,key_sums", [(True, True, "kernel"),
+                                                           (False, True, "kernel"),
                                                            (False, False, "xla")])
 def test_kernel_lowers_for_cuda(normalize, with_state, key_sums, variant):
   """The Mosaic GPU lowering (TMA dims, layouts, wgmma shapes) runs on the CPU, no GPU needed."""
