@@ -5,10 +5,12 @@
 check:NAME  relative error of variant NAME vs the float32 XLA chunked path (fresh random inputs
             each call; odd lengths, an initial state, both variants, Dv 64 and 112, segments).
 time:NAMES  CUPTI median of 20 runs of each variant, L = 8192, H = 16, Dv = 64.
-kernels:NAMES  per-kernel CUPTI breakdown of each variant at B = 16 and 256 (L = 8192).
+kernels:NAMES  per-kernel CUPTI breakdown of each variant at B = 16 and 256 (L = 8192; other
+            batch sizes with PROBE_BATCHES=1,4,...).
 Variants: see VARIANTS. Session-3 output: benchmarks/results/session3/.
 """
 
+import os
 import sys
 import time
 
@@ -21,6 +23,7 @@ from benchmarks import common
 from pallas_kernels import based_attention as ba
 
 T0 = time.time()
+KERNEL_BATCHES = tuple(int(b) for b in os.environ.get("PROBE_BATCHES", "16,256").split(","))
 VARIANTS = {
     "default": {},
     "groups": {"schedule": "groups"},
@@ -102,7 +105,7 @@ def timing(names):
 
 def kernels(names):
   rng = np.random.default_rng(0)
-  for b in (16, 256):
+  for b in KERNEL_BATCHES:
     q, k, v = inputs(rng, b, 8192, 16, 64)
     for name in names:
       cfg = ba.KernelConfig(**VARIANTS[name])
