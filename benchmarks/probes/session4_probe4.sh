@@ -5,7 +5,7 @@
 #   GPU 1: where the time goes at small batch (per-kernel breakdown at B = 1, 4, 16) and in the
 #          based-360m prefill at B = 4 (normalize=True kernel with the reciprocal).
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-(CUDA_VISIBLE_DEVICES=0 MOSAIC_GPU_DUMP_PTXAS=1 timeout 330 python3 benchmarks/probes/probe_variants.py check:two_waits time:default,two_waits) > $OUT/gpu0.log 2>&1 &
+(CUDA_VISIBLE_DEVICES=0 MOSAIC_GPU_DUMP_PTXAS=1 timeout 420 python3 benchmarks/probes/probe_variants.py time:default,two_waits check:two_waits) > $OUT/gpu0.log 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
  PROBE_BATCHES=1,4,16 timeout 120 python3 benchmarks/probes/probe_variants.py kernels:default
  PROFILE_PREFILL_BATCH=4 PROFILE_TOP=30 timeout 200 python3 benchmarks/probes/profile_e2e.py prefill
