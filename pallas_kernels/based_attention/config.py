@@ -34,14 +34,17 @@ class KernelConfig:
   feature_waits: tensor-core waits per psi construction in the single-warpgroup kernel:
     3 - two products, one product, two products (two [64, 64] fp32 temporaries live);
     2 - three products, then two plus the q side's intra-chunk scores (three temporaries).
-        Slower on the H200: 13.63 vs 10.54 ms at B = 256 and 1.029 vs 0.750 ms at B = 16
-        (ptxas spills up to 600 bytes).
+        Slower on the H200: 9.95 vs 8.98 ms at B = 256 and 0.708 vs 0.572 ms at B = 16
+        (ptxas spills up to 604 bytes; docs/benchmarks.md, run s4d).
   key_sums: where the final k_state comes from when normalize=False (with normalize=True the
     kernel always carries the key sums, which feed the denominator):
-    "kernel" - fp32 accumulators in the kernel (the default);
+    "kernel" - the kernel accumulates Gram rows sum_t [k_t, 1, ..., 1] k_t^T (one [64, 16]
+               fp32 accumulator and one wgmma per chunk; the "single" schedule) or the
+               192 psi key sums (three accumulators; the "groups" schedule). The default.
     "xla"    - an XLA Gram-matrix reduction of k (sum k k^T, sum k, count), which frees the
-               kernel of 3 accumulators and their wgmmas. Slower on the H200: 1.07 vs
-               0.81 ms at B = 16 and 7.07 vs 5.40 ms at B = 128 (L 8192, H 16).
+               kernel of all key-sum accumulators. Slower on the H200: its transposes and
+               gemm cost more than the kernel saves (0.775 vs 0.740 ms at B = 16, 11.49 vs
+               10.55 ms at B = 256 against the three-accumulator kernel, run s4b).
   """
 
   max_value_block: int = 64

@@ -4,6 +4,9 @@ One thread block (one warpgroup) owns one (head, segment, batch) and one block o
 `[col0, col0 + ncols)`. It walks its segment in 64-token chunks through a TMA pipeline and keeps
 the running state `S [192, ncols]` and `KS [192, 16]` (all 16 columns equal the key sum) as fp32
 wgmma accumulators in registers, in the symmetric feature layout `psi_k` of `features.py`.
+Without normalization (`gram_sums`), KS is replaced by Gram rows `[64, 16]` = sum_t
+[k_t, 1, ..., 1] k_t^T, from which the caller builds the key sums: 16 fewer registers per
+thread, which the register-bound kernel turns into speed (docs/benchmarks.md, "Register pressure").
 
 Per chunk, with Q, K [64, 16] and V [64, ncols] in shared memory:
   1. psi_q(Q) [64, 192] is built on the tensor cores: exact products X @ M with 0 / power-of-two
@@ -12,8 +15,10 @@ Per chunk, with Q, K [64, 16] and V [64, ncols] in shared memory:
   2. o = psi(Q) @ bf16(S) + P @ V,  den = psi(Q) @ bf16(KS) + P @ 1,  with the intra-chunk
      P = causal_mask(1 + s + s^2 / 2), s = Q K^T / 4, rounded to bf16 and staged in SMEM (the
      CPU interpreter accepts only SMEM A operands).
-  3. psi_k(K) replaces psi_q(Q) in SMEM; S += psi(K)^T @ V, KS += psi(K)^T @ 1 (transposed operand).
-  4. bf16 copies of S and KS go to SMEM for the next chunk; o (or o / (den + eps)) goes out by TMA.
+  3. psi_k(K) replaces psi_q(Q) in SMEM; S += psi(K)^T @ V, KS += psi(K)^T @ 1 (transposed operand)
+     or, with gram_sums, Gram += [K | 1]^T @ K ([K | 1] staged in P's buffer).
+  4. bf16 copies of S and KS go to SMEM for the next chunk; o (or o * 1 / (den + eps)) goes out
+     by TMA.
 
 All wgmma operands use a 32-byte swizzle with (8, 16) tiles, which every operand here fits
 (K = 16 for Q K^T and the feature products). The caller (`api.py`) pads L to a multiple of 64,
