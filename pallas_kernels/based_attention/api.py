@@ -137,12 +137,29 @@ def _split_bf16(x):
   return hi, lo
 
 
-def _kernel_init(s_start, ks_start):
-  """Start states [B, H, S, 192, n], [B, H, S, 192] f32 -> (init operands, their f32 value)."""
-  s_hi, s_lo = _split_bf16(_grouped(s_start))                            # [B*H*S, 3, 64, n]
-  ks_hi, ks_lo = _split_bf16(_ks_columns(ks_start))                      # [B*H*S, 3, 64, 16]
+def _kernel_init(s_start, ks_start, *, with_ks: bool = True):
+  """Start states [B, H, S, 192, n], [B, H, S, 192] f32 -> (init operands, their f32 value).
+
+  with_ks=False (the kernel carries no psi key sums): (s_hi, s_lo) only, and no key-sum
+  operands are built."""
   as_f32 = lambda hi, lo: hi.astype(jnp.float32) + lo.astype(jnp.float32)
+  s_hi, s_lo = _split_bf16(_grouped(s_start))                            # [B*H*S, 3, 64, n]
+  if not with_ks:
+    return (s_hi, s_lo), (as_f32(s_hi, s_lo), None)
+  ks_hi, ks_lo = _split_bf16(_ks_columns(ks_start))                      # [B*H*S, 3, 64, 16]
   return (s_hi, s_lo, ks_hi, ks_lo), (as_f32(s_hi, s_lo), as_f32(ks_hi, ks_lo))
+
+
+def segment_prefix(x):
+  """(exclusive prefix sums over axis 2, total) of per-segment sums x [B, H, S, ...] f32.
+
+  Written as S running additions, which XLA fuses with their consumers into one pass, where
+  jnp.cumsum lowers on GPUs to a multi-pass scan (the combine between the kernel passes is 42%
+  of the call at B = 1, L = 8192; docs/benchmarks.md, run s4d)."""
+  parts = [jnp.zeros_like(x[:, :, 0])]
+  for i in range(x.shape[2] - 1):
+    parts.append(parts[-1] + x[:, :, i])
+  return jnp.stack(parts, axis=2), parts[-1] + x[:, :, -1]
 
 
 BACKENDS = {"kernel": kernel.segment_call, "reference": reference.segment_call}
@@ -221,12 +238,16 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
                 max_concurrent_steps=config.max_concurrent_steps, key_sums=kernel_ks,
                 two_waits=config.feature_waits == 2, interpret=interpret)
   segment_call = BACKENDS[backend]
+  groups = backend == "kernel" and config.schedule == "groups"
   gram_sums = False
-  if backend == "kernel" and config.schedule == "groups":
+  if groups:
     segment_call = kernel_groups.segment_call
   elif kernel_ks and not normalize:   # key sums as Gram rows: fewer registers in the kernel
     gram_sums = True
     common["gram_sums"] = True
+  # Initial key sums feed the single-warpgroup kernel's denominator only (the groups kernel
+  # takes all four init operands).
+  init_ks = normalize or groups
   tokens = num_chunks * CHUNK                                            # padded length
 
   outs, states, ks_sum = [], [], None
@@ -243,20 +264,21 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
         seg_ks = seg_ks[0].reshape(batch, heads, nseg, features.PSI_DIM, 16)[..., 0]
       else:                   # key sums come from XLA; the second pass does not read them
         seg_ks = jnp.zeros((batch, heads, nseg, features.PSI_DIM), jnp.float32)
-      incl_s = jnp.cumsum(seg_s, axis=2)                                 # [B, H, S, 192, n]
-      incl_ks = jnp.cumsum(seg_ks, axis=2)                               # [B, H, S, 192]
-      start_s = s0_block[:, :, None] + incl_s - seg_s                    # [B, H, S, 192, n]
-      start_ks = ks0_psi[:, :, None] + incl_ks - seg_ks                  # [B, H, S, 192]
-      init, _ = _kernel_init(start_s, start_ks)
+      excl_s, total_s = segment_prefix(seg_s)                            # [B, H, S, 192, n]
+      excl_ks, total_ks = segment_prefix(seg_ks)                         # [B, H, S, 192]
+      start_s = s0_block[:, :, None] + excl_s                            # [B, H, S, 192, n]
+      start_ks = ks0_psi[:, :, None] + excl_ks                           # [B, H, S, 192]
+      init, _ = _kernel_init(start_s, start_ks, with_ks=init_ks)
       (out,) = segment_call(
           q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=False,
           **common)
-      states.append(incl_s[:, :, -1])                                    # [B, H, 192, n]
-      ks_sum = incl_ks[:, :, -1]                                         # [B, H, 192]
+      states.append(total_s)                                             # [B, H, 192, n]
+      ks_sum = total_ks                                                  # [B, H, 192]
     else:
       init, init_f32 = None, (0.0, 0.0)
       if has_initial_state:
-        init, init_f32 = _kernel_init(s0_block[:, :, None], ks0_psi[:, :, None])
+        init, init_f32 = _kernel_init(s0_block[:, :, None], ks0_psi[:, :, None],
+                                      with_ks=init_ks)
       out, end_s, *end_ks = segment_call(
           q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=True,
           **common)

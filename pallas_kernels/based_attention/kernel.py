@@ -205,15 +205,17 @@ def result_types(q, *, num_segments: int, ncols: int, emit_output: bool, emit_st
   return tuple(out_type)
 
 
-def split_refs(refs, *, load_init: bool, emit_output: bool, emit_state: bool, emit_ks: bool):
-  """(q, k, v, mats, init_refs or None, o or None, s or None, ks or None, scratch refs)."""
+def split_refs(refs, *, load_init: bool, emit_output: bool, emit_state: bool, emit_ks: bool,
+               num_init: int = 4):
+  """(q, k, v, mats, init_refs or None, o or None, s or None, ks or None, scratch refs);
+  num_init: how many initial-state arrays follow mats when load_init."""
   refs = list(refs)
   q_ref, k_ref, v_ref, mats_ref = refs[:4]
   del refs[:4]
   init_refs = None
   if load_init:
-    init_refs = refs[:4]
-    del refs[:4]
+    init_refs = refs[:num_init]
+    del refs[:num_init]
   o_ref = refs.pop(0) if emit_output else None
   s_ref = refs.pop(0) if emit_state else None
   ks_ref = refs.pop(0) if emit_ks else None
@@ -232,7 +234,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     from in psi_k layout split into two bf16 parts (hi + lo carries ~16 mantissa bits):
     s_*: [B * H * num_segments, 3, 64, ncols], ks_*: [B * H * num_segments, 3, 64, 16] (the key
     sum repeated over 16 columns); block (b, h, seg) is row (b * H + h) * num_segments + seg.
-    The accumulators start at hi + lo (added on the tensor cores as I @ hi + I @ lo).
+    The accumulators start at hi + lo (added on the tensor cores as I @ hi + I @ lo). When the
+    kernel carries no psi key sums (normalize=False with gram_sums or without key_sums), init
+    is (s_hi, s_lo) alone.
   key_sums: whether emit_state also returns the key sums (else the caller computes them).
   gram_sums: (normalize=False only) return the key sums as Gram rows instead: gram
     [B * H * nseg, 64, 16] f32 = sum_t left(k_t) k_t^T with left(k) = [k, 1, ..., 1] (rows
@@ -258,11 +262,15 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   need_ks = normalize or (emit_ks and not use_gram)
   out_type = result_types(q, num_segments=num_segments, ncols=ncols, emit_output=emit_output,
                           emit_state=emit_state, emit_ks=emit_ks, gram_sums=gram_sums)
+  if load_init and len(init) != (4 if need_ks else 2):
+    want = "(s_hi, s_lo, ks_hi, ks_lo)" if need_ks else "(s_hi, s_lo)"
+    raise ValueError(f"segment_call: init must be {want} here (normalize={normalize}); got "
+                     f"{len(init)} arrays")
 
   def body(*refs):
     q_ref, k_ref, v_ref, mats_ref, init_refs, o_ref, s_ref, ks_ref, refs = split_refs(
         refs, load_init=load_init, emit_output=emit_output, emit_state=emit_state,
-        emit_ks=emit_ks)
+        emit_ks=emit_ks, num_init=len(init) if load_init else 0)
     (mats_smem, phi_smem, p_smem, sb_smem, ksb_smem, ones_smem, o_smem, barriers) = refs
 
     h = lax.axis_index("h")

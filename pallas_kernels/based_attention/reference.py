@@ -57,9 +57,12 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     s0 = jnp.zeros((b, h, nseg, features.PSI_DIM, ncols), f32)
     ks0 = jnp.zeros((b, h, nseg, features.PSI_DIM), f32)
   else:
-    s_hi, s_lo, ks_hi, ks_lo = init
+    s_hi, s_lo = init[:2]
     s0 = (s_hi.astype(f32) + s_lo.astype(f32)).reshape(b, h, nseg, features.PSI_DIM, ncols)
-    ks0 = (ks_hi.astype(f32) + ks_lo.astype(f32))[..., 0].reshape(b, h, nseg, features.PSI_DIM)
+    ks0 = jnp.zeros((b, h, nseg, features.PSI_DIM), f32)
+    if len(init) == 4:              # (s_hi, s_lo) alone when no psi key sums are carried
+      ks_hi, ks_lo = init[2:]
+      ks0 = (ks_hi.astype(f32) + ks_lo.astype(f32))[..., 0].reshape(b, h, nseg, features.PSI_DIM)
 
   incl_s = jnp.cumsum(d_s, axis=3)                                        # [B, H, S, N, 192, n]
   incl_ks = jnp.cumsum(d_ks, axis=3)                                      # [B, H, S, N, 192]
