@@ -1,6 +1,7 @@
 """Times the XLA combine between the Pallas kernel's two passes on its own (B = 1, L = 8192,
-H = 16, Dv = 64: 16 segments), as jnp.cumsum (the code until session 4) and as
-api.segment_prefix, each followed by the bf16 hi/lo split of the start states.
+H = 16, Dv = 64: 16 segments), as jnp.cumsum (api.forward's code) and as S running additions
+(tried in session 4: the same time on the H200, run s4e), each followed by the bf16 hi/lo split
+of the start states.
 
   PYTHONPATH=. python3 benchmarks/probes/probe_combine.py
 """
@@ -20,9 +21,17 @@ def with_cumsum(seg_s, seg_ks):
   return init, incl_s[:, :, -1], incl_ks[:, :, -1]
 
 
+def segment_prefix(x):
+  """(exclusive prefix sums over axis 2, total) of x [B, H, S, ...] as S running additions."""
+  parts = [jnp.zeros_like(x[:, :, 0])]
+  for i in range(x.shape[2] - 1):
+    parts.append(parts[-1] + x[:, :, i])
+  return jnp.stack(parts, axis=2), parts[-1] + x[:, :, -1]
+
+
 def with_prefix(seg_s, seg_ks):
-  excl_s, total_s = api.segment_prefix(seg_s)
-  excl_ks, total_ks = api.segment_prefix(seg_ks)
+  excl_s, total_s = segment_prefix(seg_s)
+  excl_ks, total_ks = segment_prefix(seg_ks)
   init, _ = api._kernel_init(excl_s, excl_ks, with_ks=False)  # pylint: disable=protected-access
   return init, total_s, total_ks
 

@@ -150,18 +150,6 @@ def _kernel_init(s_start, ks_start, *, with_ks: bool = True):
   return (s_hi, s_lo, ks_hi, ks_lo), (as_f32(s_hi, s_lo), as_f32(ks_hi, ks_lo))
 
 
-def segment_prefix(x):
-  """(exclusive prefix sums over axis 2, total) of per-segment sums x [B, H, S, ...] f32.
-
-  Written as S running additions, which XLA fuses with their consumers into one pass, where
-  jnp.cumsum lowers on GPUs to a multi-pass scan (the combine between the kernel passes is 42%
-  of the call at B = 1, L = 8192; docs/benchmarks.md, run s4d)."""
-  parts = [jnp.zeros_like(x[:, :, 0])]
-  for i in range(x.shape[2] - 1):
-    parts.append(parts[-1] + x[:, :, i])
-  return jnp.stack(parts, axis=2), parts[-1] + x[:, :, -1]
-
-
 BACKENDS = {"kernel": kernel.segment_call, "reference": reference.segment_call}
 
 
@@ -264,16 +252,16 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
         seg_ks = seg_ks[0].reshape(batch, heads, nseg, features.PSI_DIM, 16)[..., 0]
       else:                   # key sums come from XLA; the second pass does not read them
         seg_ks = jnp.zeros((batch, heads, nseg, features.PSI_DIM), jnp.float32)
-      excl_s, total_s = segment_prefix(seg_s)                            # [B, H, S, 192, n]
-      excl_ks, total_ks = segment_prefix(seg_ks)                         # [B, H, S, 192]
-      start_s = s0_block[:, :, None] + excl_s                            # [B, H, S, 192, n]
-      start_ks = ks0_psi[:, :, None] + excl_ks                           # [B, H, S, 192]
+      incl_s = jnp.cumsum(seg_s, axis=2)                                 # [B, H, S, 192, n]
+      incl_ks = jnp.cumsum(seg_ks, axis=2)                               # [B, H, S, 192]
+      start_s = s0_block[:, :, None] + incl_s - seg_s                    # [B, H, S, 192, n]
+      start_ks = ks0_psi[:, :, None] + incl_ks - seg_ks                  # [B, H, S, 192]
       init, _ = _kernel_init(start_s, start_ks, with_ks=init_ks)
       (out,) = segment_call(
           q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=False,
           **common)
-      states.append(total_s)                                             # [B, H, 192, n]
-      ks_sum = total_ks                                                  # [B, H, 192]
+      states.append(incl_s[:, :, -1])                                    # [B, H, 192, n]
+      ks_sum = incl_ks[:, :, -1]                                         # [B, H, 192]
     else:
       init, init_f32 = None, (0.0, 0.0)
       if has_initial_state:

@@ -147,12 +147,3 @@ def test_grad_flows_through_custom_vjp():
     assert np.linalg.norm(g - r) <= 1e-3 * np.linalg.norm(r) + 1e-12, name
     assert np.linalg.norm(r) > 0, name
 
-
-def test_segment_prefix_is_the_exclusive_cumsum():
-  rng = np.random.default_rng()
-  x = rng.standard_normal((2, 3, 5, 7, 4)).astype(np.float32)              # [B, H, S, ...]
-  excl, total = api.segment_prefix(jnp.asarray(x))
-  want = np.cumsum(x.astype(np.float64), axis=2) - x                      # exclusive
-  np.testing.assert_allclose(np.asarray(excl), want, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(total), x.astype(np.float64).sum(axis=2), rtol=1e-5,
-                             atol=1e-5)
