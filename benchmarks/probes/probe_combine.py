@@ -17,7 +17,8 @@ SEGMENTS, HEADS, PSI, DV = 16, 16, 192, 64
 
 def with_cumsum(seg_s, seg_ks):
   incl_s, incl_ks = jnp.cumsum(seg_s, axis=2), jnp.cumsum(seg_ks, axis=2)
-  init, _ = api._kernel_init(incl_s - seg_s, incl_ks - seg_ks, with_ks=False)  # pylint: disable=protected-access
+  start_s, start_ks = incl_s - seg_s, incl_ks - seg_ks
+  init, _ = api._kernel_init(start_s, start_ks, with_ks=False)  # pylint: disable=protected-access
   return init, incl_s[:, :, -1], incl_ks[:, :, -1]
 
 

@@ -247,8 +247,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
   accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and, if key_sums,
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal) or, with gram_sums, gram
-  (see above). (TMA takes at most 5 strided
-  dimensions, so states are addressed by one flat block index.)
+  (see above). (TMA takes at most 5 strided dimensions, so states are addressed by one flat
+  block index.)
   """
   heads = q.shape[2]
   seg_len, seg_chunks = segment_chunks(q.shape[1], num_segments)

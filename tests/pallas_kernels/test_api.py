@@ -147,3 +147,16 @@ def test_grad_flows_through_custom_vjp():
     assert np.linalg.norm(g - r) <= 1e-3 * np.linalg.norm(r) + 1e-12, name
     assert np.linalg.norm(r) > 0, name
 
+
+def test_state_leaves_psi_layout_as_the_to_273_map():
+  """_from_psi (a scaled row gather) equals the [273, 192] map of features.TO_273 in float64."""
+  rng = np.random.default_rng()
+  kv_psi = rng.standard_normal((2, 3, 192, 16)).astype(np.float32)       # [B, H, 192, Dv]
+  ks_psi = rng.standard_normal((2, 3, 192)).astype(np.float32)           # [B, H, 192]
+  from_psi = api._from_psi  # pylint: disable=protected-access
+  kv, ks = from_psi(jnp.asarray(kv_psi), jnp.asarray(ks_psi))            # [B, H, 273, ...]
+  m = features.TO_273                                                    # [273, 192] float64
+  np.testing.assert_allclose(np.asarray(kv), np.einsum("ef,bhfd->bhed", m, kv_psi), rtol=1e-6,
+                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(ks), np.einsum("ef,bhf->bhe", m, ks_psi), rtol=1e-6,
+                             atol=1e-6)
