@@ -16,6 +16,13 @@ from pallas_kernels.based_attention.config import CHUNK
 _HI = jax.lax.Precision.HIGHEST
 
 
+def left2(x, mats):
+  """Group 2's left factor [x, 1, ..., 1] [..., 64] of x [..., 16] f32 (also the kernel's Gram
+  operand)."""
+  m = mats[features.MAT_LEFT2].astype(jnp.float32)                        # [16, 64]
+  return jnp.einsum("...f,fj->...j", x, m, precision=_HI) + (jnp.arange(64) >= 16)
+
+
 def psi(x, mats, side: str):
   """psi_q (side "q") or psi_k (side "k") of x [..., 16] f32 built from mats [7, 16, 64]."""
   m = mats.astype(jnp.float32)
@@ -26,7 +33,7 @@ def psi(x, mats, side: str):
   tile = mm(features.MAT_TILE)
   g0 = tile * mm(shift0)
   g1 = tile * mm(features.MAT_SHIFT1)
-  g2 = (mm(features.MAT_LEFT2) + (j >= 16)) * (mm(right2) + (j == 32))
+  g2 = left2(x, mats) * (mm(right2) + (j == 32))
   return jnp.concatenate([g0, g1, g2], axis=-1)                           # [..., 192]
 
 
@@ -88,10 +95,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     end_ks = ks0 + incl_ks[:, :, :, -1]                                   # [B, H, S, 192]
     results.append(end_s.reshape(b * h * nseg, features.PSI_GROUPS, CHUNK, ncols))
     if key_sums and gram_sums:        # sum_t [k_t, 1, ..., 1] k_t^T, initial state not included
-      j = jnp.arange(64)
-      left = (jnp.einsum("...f,fj->...j", kc, mats[features.MAT_LEFT2].astype(f32),
-                         precision=_HI) + (j >= 16))                      # [B, H, S, N, C, 64]
-      gram = jnp.einsum("bhsncj,bhsncf->bhsjf", left, kc, precision=_HI)  # [B, H, S, 64, 16]
+      gram = jnp.einsum("bhsncj,bhsncf->bhsjf", left2(kc, mats), kc,
+                        precision=_HI)                                    # [B, H, S, 64, 16]
       results.append(gram.reshape(b * h * nseg, CHUNK, 16))
     elif key_sums:
       end_ks = jnp.broadcast_to(end_ks[..., None], end_ks.shape + (16,))  # [B, H, S, 192, 16]
