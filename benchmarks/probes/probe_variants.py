@@ -30,6 +30,9 @@ VARIANTS = {
     "two_waits": {"feature_waits": 2},
     "xla_ks": {"key_sums": "xla"},
     "vb32": {"max_value_block": 32},
+    "fresh": {"fresh_views": True},
+    "fresh_two_waits": {"fresh_views": True, "feature_waits": 2},
+    "fresh_3steps": {"fresh_views": True, "max_concurrent_steps": 3},
 }
 
 

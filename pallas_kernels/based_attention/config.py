@@ -45,6 +45,10 @@ class KernelConfig:
                kernel of all key-sum accumulators. Slower on the H200: its transposes and
                gemm cost more than the kernel saves (0.775 vs 0.740 ms at B = 16, 11.49 vs
                10.55 ms at B = 256 against the three-accumulator kernel, run s4b).
+  fresh_views: (single-warpgroup kernel) take every shared-memory view inside the chunk loop
+    through an opaque 0 (kernel.fresh_at), so that ptxas computes addresses and wgmma
+    descriptors where they are used instead of holding them across the loop, where the
+    register-bound kernel spills and reloads them every chunk.
   """
 
   max_value_block: int = 64
@@ -55,6 +59,7 @@ class KernelConfig:
   key_sums: str = "kernel"
   schedule: str = "single"
   feature_waits: int = 3
+  fresh_views: bool = False
 
   def __post_init__(self):
     if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
@@ -74,6 +79,8 @@ class KernelConfig:
       raise ValueError(f"KernelConfig.feature_waits must be 2 or 3; got {self.feature_waits!r}")
     if self.key_sums not in ("kernel", "xla"):
       raise ValueError(f"KernelConfig.key_sums must be 'kernel' or 'xla'; got {self.key_sums!r}")
+    if not isinstance(self.fresh_views, bool):
+      raise ValueError(f"KernelConfig.fresh_views must be a bool; got {self.fresh_views!r}")
     if self.max_concurrent_steps < 1:
       raise ValueError(
           f"KernelConfig.max_concurrent_steps must be >= 1; got {self.max_concurrent_steps}")

@@ -47,6 +47,26 @@ def _tiled():
   return (plgpu.TilingTransform((8, 16)), plgpu.SwizzleTransform(32))
 
 
+def _opaque_zero():
+  """An int32 0 that LLVM and ptxas cannot see through (an empty inline asm with side effects).
+
+  Scratch refs indexed with it inside the chunk loop get their addresses (and wgmma
+  descriptors) computed there, where they are used, instead of once before the loop: ptxas keeps
+  ~22 such 64-bit descriptors live across the loop, spills them and reloads them every chunk
+  (docs/benchmarks.md, "Register pressure")."""
+  return lax.optimization_barrier(jnp.int32(0))
+
+
+def static_at(ref, i=0):
+  """ref.at[i]: a scratch view whose address the compiler may compute once for the kernel."""
+  return ref.at[i]
+
+
+def fresh_at(ref, i=0):
+  """ref.at[i] through an opaque 0: a view whose address is recomputed at its use."""
+  return ref.at[_opaque_zero() + i]
+
+
 def _mm(a, b, shape):
   """Returns a @ b as an fp32 [M, N] array (one wgmma, waited for)."""
 
@@ -57,49 +77,52 @@ def _mm(a, b, shape):
   return pl.run_scoped(body, plgpu.ACC(shape, jnp.float32))
 
 
-def _mm2(x_smem, mats_smem, i, j):
-  """(X @ M[i], X @ M[j]) as fp32 [64, 64] arrays: two wgmmas, one wait."""
+def _mm2(x_smem, mat_i, mat_j):
+  """(X @ M_i, X @ M_j) as fp32 [64, 64] arrays: two wgmmas, one wait."""
 
   def body(acc_i, acc_j):
-    plgpu.wgmma(acc_i, x_smem, mats_smem.at[i])
-    plgpu.wgmma(acc_j, x_smem, mats_smem.at[j])
+    plgpu.wgmma(acc_i, x_smem, mat_i)
+    plgpu.wgmma(acc_j, x_smem, mat_j)
     return acc_i[...], acc_j[...]
 
   shape = plgpu.ACC((CHUNK, 64), jnp.float32)
   return pl.run_scoped(body, shape, plgpu.ACC((CHUNK, 64), jnp.float32))
 
 
-def _build_features(x_smem, mats_smem, phi_smem, side: str, left_smem=None):
+def _build_features(x_smem, mats_smem, phi_smem, side: str, left_smem=None, at=static_at):
   """psi_q(X) or psi_k(X) for a [64, 16] bf16 tile into phi_smem [3, 64, 64] bf16.
 
   Exact fp32 products with the 0 / power-of-two matrices of features.build_matrices(), then one
   rounding to bf16 (see features.py). left_smem: None, or a [64, 64] bf16 ref that receives
   group 2's left factor [X | 1 ... 1] (exact in bf16), the operand of the key Gram sums.
+  at: how scratch views are taken (static_at or fresh_at).
   """
   shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K
   right2 = features.MAT_RIGHT2_Q if side == "q" else features.MAT_RIGHT2_K
-  tiled_x, shifted = _mm2(x_smem, mats_smem, features.MAT_TILE, shift0)   # [64, 64] each
-  phi_smem[0] = (tiled_x * shifted).astype(jnp.bfloat16)
-  shifted = _mm(x_smem, mats_smem.at[features.MAT_SHIFT1], (CHUNK, 64))   # [64, 64]
-  phi_smem[1] = (tiled_x * shifted).astype(jnp.bfloat16)
-  left, right = _mm2(x_smem, mats_smem, features.MAT_LEFT2, right2)      # [64, 64] each
+  tiled_x, shifted = _mm2(x_smem, at(mats_smem, features.MAT_TILE),
+                          at(mats_smem, shift0))                          # [64, 64] each
+  at(phi_smem, 0)[...] = (tiled_x * shifted).astype(jnp.bfloat16)
+  shifted = _mm(x_smem, at(mats_smem, features.MAT_SHIFT1), (CHUNK, 64))  # [64, 64]
+  at(phi_smem, 1)[...] = (tiled_x * shifted).astype(jnp.bfloat16)
+  left, right = _mm2(x_smem, at(mats_smem, features.MAT_LEFT2),
+                     at(mats_smem, right2))                               # [64, 64] each
   col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, 64), 1, layout=_WGMMA)  # [64, 64]
   left = left + jnp.where(col >= _F, 1.0, 0.0)
   right = right + jnp.where(col == 2 * _F, 1.0, 0.0)
-  phi_smem[2] = (left * right).astype(jnp.bfloat16)
+  at(phi_smem, 2)[...] = (left * right).astype(jnp.bfloat16)
   if left_smem is not None:
     left_smem[...] = left.astype(jnp.bfloat16)
   plgpu.commit_smem()
 
 
 def _build_features_two_waits(x_smem, mats_smem, phi_smem, side: str, k_smem=None,
-                              left_smem=None):
+                              left_smem=None, at=static_at):
   """_build_features with two waits instead of three: the three tile products of groups 0 and 1
   are issued together, then group 2's two products together with (q side, k_smem given) the
   intra-chunk scores Q K^T. Returns the bf16 taylor scores (see _taylor_scores) or None.
 
   Holds three [64, 64] fp32 accumulators at once (96 registers per thread) instead of two.
-  left_smem: as in _build_features.
+  left_smem, at: as in _build_features.
   """
   shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K
   right2 = features.MAT_RIGHT2_Q if side == "q" else features.MAT_RIGHT2_K
@@ -107,22 +130,22 @@ def _build_features_two_waits(x_smem, mats_smem, phi_smem, side: str, k_smem=Non
 
   def groups01(a_tile, a_shift0, a_shift1):
     for a, m in ((a_tile, features.MAT_TILE), (a_shift0, shift0), (a_shift1, features.MAT_SHIFT1)):
-      plgpu.wgmma(a, x_smem, mats_smem.at[m])
+      plgpu.wgmma(a, x_smem, at(mats_smem, m))
     tiled_x = a_tile[...]                                                 # [64, 64]
-    phi_smem[0] = (tiled_x * a_shift0[...]).astype(jnp.bfloat16)
-    phi_smem[1] = (tiled_x * a_shift1[...]).astype(jnp.bfloat16)
+    at(phi_smem, 0)[...] = (tiled_x * a_shift0[...]).astype(jnp.bfloat16)
+    at(phi_smem, 1)[...] = (tiled_x * a_shift1[...]).astype(jnp.bfloat16)
 
   pl.run_scoped(groups01, acc(), acc(), acc())
 
   def group2(a_left, a_right, a_scores=None):
-    plgpu.wgmma(a_left, x_smem, mats_smem.at[features.MAT_LEFT2])
-    plgpu.wgmma(a_right, x_smem, mats_smem.at[right2])
+    plgpu.wgmma(a_left, x_smem, at(mats_smem, features.MAT_LEFT2))
+    plgpu.wgmma(a_right, x_smem, at(mats_smem, right2))
     if a_scores is not None:
       plgpu.wgmma(a_scores, x_smem, k_smem.T)
     col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, 64), 1, layout=_WGMMA)  # [64, 64]
     left = a_left[...] + jnp.where(col >= _F, 1.0, 0.0)
     right = a_right[...] + jnp.where(col == 2 * _F, 1.0, 0.0)
-    phi_smem[2] = (left * right).astype(jnp.bfloat16)
+    at(phi_smem, 2)[...] = (left * right).astype(jnp.bfloat16)
     if left_smem is not None:
       left_smem[...] = left.astype(jnp.bfloat16)
     if a_scores is None:
@@ -225,7 +248,7 @@ def split_refs(refs, *, load_init: bool, emit_output: bool, emit_state: bool, em
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
                  max_concurrent_steps: int, key_sums: bool = True, gram_sums: bool = False,
-                 two_waits: bool = False, interpret=None):
+                 two_waits: bool = False, fresh_views: bool = False, interpret=None):
   """Runs the kernel over all (head, segment, batch) blocks for value columns [col0, col0+ncols).
 
   q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
@@ -244,6 +267,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     accumulator and one wgmma per chunk instead of three of each: fewer registers per thread.
   two_waits: build each side's psi in two tensor-core waits instead of three, the q side's
     second one shared with the intra-chunk scores (_build_features_two_waits).
+  fresh_views: inside the chunk loop, take every scratch view through an opaque 0 (fresh_at),
+    so that addresses and wgmma descriptors are computed at their use, not held (and spilled)
+    across the loop.
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
   accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and, if key_sums,
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal) or, with gram_sums, gram
@@ -271,7 +297,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     q_ref, k_ref, v_ref, mats_ref, init_refs, o_ref, s_ref, ks_ref, refs = split_refs(
         refs, load_init=load_init, emit_output=emit_output, emit_state=emit_state,
         emit_ks=emit_ks, num_init=len(init) if load_init else 0)
-    (mats_smem, phi_smem, p_smem, sb_smem, ksb_smem, ones_smem, o_smem, barriers) = refs
+    (mats_smem, phi_smem, p_all, sb_smem, ksb_smem, ones_all, o_all, barriers) = refs
+    p_smem, ones_smem = p_all.at[0], ones_all.at[0]          # outside the chunk loop
 
     h = lax.axis_index("h")
     seg = lax.axis_index("seg")
@@ -300,11 +327,11 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
             plgpu.SMEM((CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),
             plgpu.SMEM((CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()))
 
-      def store_bf16_state(s_accs, ks_accs):
+      def store_bf16_state(s_accs, ks_accs, at=static_at):
         for g in range(_G):
-          sb_smem[g] = s_accs[g][...].astype(jnp.bfloat16)
+          at(sb_smem, g)[...] = s_accs[g][...].astype(jnp.bfloat16)
           if normalize:        # the bf16 key sums only feed the denominator
-            ksb_smem[g] = ks_accs[g][...].astype(jnp.bfloat16)
+            at(ksb_smem, g)[...] = ks_accs[g][...].astype(jnp.bfloat16)
         plgpu.commit_smem()
 
       if emit_output:
@@ -313,42 +340,44 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
       def step(idx, *refs):
         # The accumulators travel as the pipeline carry (Mosaic GPU threads them through the loop).
         *refs, (s_accs, ks_accs, gram_accs) = refs
+        at = fresh_at if fresh_views else static_at
         if emit_output:
           q_smem, k_smem, v_smem = refs
           if two_waits:
-            p_smem[...] = _build_features_two_waits(q_smem, mats_smem, phi_smem, "q", k_smem)
+            at(p_all)[...] = _build_features_two_waits(q_smem, mats_smem, phi_smem, "q", k_smem,
+                                                       at=at)
           else:
-            _build_features(q_smem, mats_smem, phi_smem, "q")
-            p_smem[...] = _taylor_scores(q_smem, k_smem)
+            _build_features(q_smem, mats_smem, phi_smem, "q", at=at)
+            at(p_all)[...] = _taylor_scores(q_smem, k_smem)
           plgpu.commit_smem()
 
           out = chunk_output(
-              [phi_smem.at[g] for g in range(_G)], [sb_smem.at[g] for g in range(_G)],
-              [ksb_smem.at[g] for g in range(_G)], p_smem, v_smem, ones_smem, ncols=ncols,
-              normalize=normalize, eps=eps)                            # [64, ncols] f32
+              [at(phi_smem, g) for g in range(_G)], [at(sb_smem, g) for g in range(_G)],
+              [at(ksb_smem, g) for g in range(_G)], at(p_all), v_smem, at(ones_all),
+              ncols=ncols, normalize=normalize, eps=eps)                # [64, ncols] f32
           # The output tile leaves through our own buffer: the pipeline's predicated output
           # copies are not supported by the CPU interpreter.
           plgpu.wait_smem_to_gmem(0, wait_read_only=True)
-          o_smem[...] = out.astype(jnp.bfloat16)
+          at(o_all)[...] = out.astype(jnp.bfloat16)
           plgpu.commit_smem()
-          plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])
+          plgpu.copy_smem_to_gmem(at(o_all), o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])
         else:
           k_smem, v_smem = refs
 
         # With Gram sums, group 2's left factor goes to p_smem (free once the outputs are done).
-        left_smem = p_smem if use_gram else None
+        left_smem = at(p_all) if use_gram else None
         if two_waits:
-          _build_features_two_waits(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem)
+          _build_features_two_waits(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem, at=at)
         else:
-          _build_features(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem)
+          _build_features(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem, at=at)
         for g in range(_G):
-          plgpu.wgmma(s_accs[g], phi_smem.at[g].T, v_smem)
+          plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)
           if need_ks:
-            plgpu.wgmma(ks_accs[g], phi_smem.at[g].T, ones_smem)
+            plgpu.wgmma(ks_accs[g], at(phi_smem, g).T, at(ones_all))
         if use_gram:
-          plgpu.wgmma(gram_accs[0], p_smem.T, k_smem)                  # [64, 16]
+          plgpu.wgmma(gram_accs[0], at(p_all).T, k_smem)               # [64, 16]
         if emit_output:
-          store_bf16_state(s_accs, ks_accs)
+          store_bf16_state(s_accs, ks_accs, at)
         else:
           plgpu.wgmma_wait(0)
         return s_accs, ks_accs, gram_accs
@@ -386,11 +415,11 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   scratch = (
       plgpu.SMEM((features.NUM_MATS, _F, 64), jnp.bfloat16, transforms=_tiled()),  # matrices
       plgpu.SMEM((_G, CHUNK, 64), jnp.bfloat16, transforms=_tiled()),      # psi(Q) / psi(K)
-      plgpu.SMEM((CHUNK, CHUNK), jnp.bfloat16, transforms=_tiled()),       # intra-chunk P
+      plgpu.SMEM((1, CHUNK, CHUNK), jnp.bfloat16, transforms=_tiled()),    # intra-chunk P
       plgpu.SMEM((_G, CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),   # bf16(S)
       plgpu.SMEM((_G, CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # bf16(KS)
-      plgpu.SMEM((CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # all ones
-      plgpu.SMEM((CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),       # output tile
+      plgpu.SMEM((1, CHUNK, _ONES_COLS), jnp.bfloat16, transforms=_tiled()),  # all ones
+      plgpu.SMEM((1, CHUNK, ncols), jnp.bfloat16, transforms=_tiled()),    # output tile
       plgpu.Barrier(num_barriers=5),
   )
   return launch(body, q, k, v, mats, init, out_type=out_type, scratch=scratch,
