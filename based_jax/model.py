@@ -88,8 +88,8 @@ class Block(nn.Module):
       kwargs = {"impl": self.la_impl}
     elif kind == "mha":
       kwargs = {"layer_idx": self.layer_idx, "impl": self.attn_impl}
-    elif kind == "sliding_window":
-      kwargs = {"layer_idx": self.layer_idx}  # softmax scale may depend on it
+    elif kind == "sliding_window":  # softmax scale may depend on layer_idx
+      kwargs = {"layer_idx": self.layer_idx, "impl": self.attn_impl}
     else:
       kwargs = {}
     self.mixer = _MIXERS[kind](cfg, dtype=self.dtype, **kwargs)
@@ -171,9 +171,10 @@ class BasedLM(nn.Module):
 
   config: BasedConfig; dtype: compute dtype (float32 or bfloat16), params are cast to it at use;
   la_impl: linear-attention implementation passed to based_jax.ops.linear_attention.
-  attn_impl: full-attention (MHA) prefill: "auto" (the default: "cudnn" where it can run,
-    else "xla"), "xla" (a key-block scan, any backend) or "cudnn" (cuDNN flash attention for
-    unpadded batches on NVIDIA GPUs, bf16/fp16; an error where it cannot run). On the H200
+  attn_impl: softmax-attention prefill (full MHA and sliding window): "auto" (the default:
+    "cudnn" where it can run, else "xla"), "xla" (a key-block scan for MHA, banded blocks for
+    the window; any backend) or "cudnn" (cuDNN flash attention, with a sliding window for SWA,
+    for unpadded batches on NVIDIA GPUs, bf16/fp16; an error where it cannot run). On the H200
     (attn-360m, bf16, 8000-token prompts) cuDNN measured 70.95 ms at B = 4 where the scan
     took 574 ms (docs/benchmarks.md).
   """

@@ -83,9 +83,11 @@ def parse_args(argv=None):
                       help="tokens generated per run (default 65: prefill token + 64 decode steps)")
   parser.add_argument("--repeats", type=int, default=3, help="timed runs per config (median)")
   parser.add_argument("--impl", default="auto", help="linear-attention implementation")
-  parser.add_argument("--attn-impl", default="xla", choices=("xla", "cudnn"),
-                      help="full-attention prefill of attn-360m: the XLA key-block scan (default) "
-                      "or cuDNN flash attention (BasedLM(attn_impl=...))")
+  parser.add_argument("--attn-impl", default="auto", choices=("auto", "xla", "cudnn"),
+                      help="softmax-attention prefill (attn-360m's MHA, based-360m's sliding "
+                      "window): BasedLM(attn_impl=...), 'auto' (the library default: cuDNN flash "
+                      "attention where it runs), the XLA scan / banded blocks, or cuDNN. Runs "
+                      "before session 5 used 'xla' unless marked cudnn")
   parser.add_argument("--fallback-impl", default="chunked",
                       help="when a config fails (not OOM) under --impl, record the error and rerun "
                       "it and the rest with this implementation ('' to stop instead)")

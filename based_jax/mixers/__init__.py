@@ -12,7 +12,8 @@ from based_jax.mixers.base_conv import BaseConv, ConvCache, causal_depthwise_con
 from based_jax.mixers.linear_attention import LinearAttention
 from based_jax.mixers.mha import (ATTENTION_IMPLS, MHA, KVCache, cache_attention, causal_attention,
                                   flash_causal_attention)
-from based_jax.mixers.sliding_window import SlidingWindowAttention, banded_attention
+from based_jax.mixers.sliding_window import (SlidingWindowAttention, banded_attention,
+                                             window_attention)
 
 __all__ = [
     "ATTENTION_IMPLS",
@@ -27,4 +28,5 @@ __all__ = [
     "causal_attention",
     "causal_depthwise_conv",
     "flash_causal_attention",
+    "window_attention",
 ]

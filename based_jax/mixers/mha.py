@@ -91,21 +91,29 @@ def cudnn_unavailable_reason(dtype, head_dim: int) -> str | None:
   return None
 
 
-def causal_attention(q, k, v, key_valid, *, scale: float, precision, impl: str) -> jax.Array:
-  """Causal softmax attention through `impl`. q, k, v: [B, L, H, D]; key_valid: [B, L] or None.
+def use_cudnn(impl: str, q: jax.Array, key_valid) -> bool:
+  """Whether attention impl `impl` runs this call on cuDNN.
 
-  impl "cudnn" runs unpadded batches (key_valid None) on cuDNN and padded ones on the scan;
-  "auto" does the same where cuDNN can run (cudnn_unavailable_reason) and otherwise the scan.
+  impl "cudnn" takes unpadded batches (key_valid None) and leaves padded ones to XLA; it raises
+  a ValueError where cuDNN cannot run (cudnn_unavailable_reason). "auto" takes cuDNN wherever
+  "cudnn" would, "xla" never. q: [B, L, H, D] in the compute dtype.
   """
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}; got {impl!r}")
-  use_cudnn = False
-  if impl != "xla" and key_valid is None:
-    reason = cudnn_unavailable_reason(q.dtype, q.shape[-1])
-    if reason is not None and impl == "cudnn":
-      raise ValueError(f"attn_impl='cudnn': {reason}")
-    use_cudnn = reason is None
-  if use_cudnn:
+  if impl == "xla" or key_valid is not None:
+    return False
+  reason = cudnn_unavailable_reason(q.dtype, q.shape[-1])
+  if reason is not None and impl == "cudnn":
+    raise ValueError(f"attn_impl='cudnn': {reason}")
+  return reason is None
+
+
+def causal_attention(q, k, v, key_valid, *, scale: float, precision, impl: str) -> jax.Array:
+  """Causal softmax attention through `impl` (see use_cudnn); otherwise the key-block scan.
+
+  q, k, v: [B, L, H, D]; key_valid: [B, L] or None -> [B, L, H, D].
+  """
+  if use_cudnn(impl, q, key_valid):
     return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
                                         implementation="cudnn")  # [B, L, H, D]
   return flash_causal_attention(q, k, v, key_valid, scale=scale, precision=precision)

@@ -3,15 +3,19 @@
 Query i sees keys j in [i - w, i] with w = window_size // 2 (flash-attn window (w, 0)), i.e.
 w + 1 keys including itself. Rotary and projections are those of MHA (mixers/mha.py).
 
-Prefill splits the sequence into blocks of C >= w queries; block n attends to the keys of blocks
-n-1 and n (2C keys), masked to the band, so no [L, L] buffer exists. Decoding keeps a ring of the
-last w + 1 rotated keys/values: the token at absolute index j lives in slot j % (w + 1).
+Prefill (impl "xla") splits the sequence into blocks of C >= w queries; block n attends to the
+keys of blocks n-1 and n (2C keys), masked to the band, so no [L, L] buffer exists. impl "cudnn"
+hands unpadded batches to cuDNN's fused flash attention with a sliding window (left window w,
+`jax.nn.dot_product_attention(local_window_size=(w, 0))`) and keeps the banded path for
+left-padded ones; "auto" (the default) takes cuDNN wherever "cudnn" would (mha.use_cudnn).
+Decoding keeps a ring of the last w + 1 rotated keys/values: the token at absolute index j lives
+in slot j % (w + 1).
 """
 
 import jax
 import jax.numpy as jnp
 
-from based_jax.mixers.mha import KVCache, SoftmaxAttentionBase
+from based_jax.mixers.mha import KVCache, SoftmaxAttentionBase, use_cudnn
 
 _NEG = -1e30
 _MIN_BLOCK = 32
@@ -55,8 +59,25 @@ def banded_attention(q, k, v, key_valid, *, window_left: int, scale: float,
   return o.reshape(b, nb * c, h, d)[:, :length].astype(v.dtype)  # [B, L, H, D]
 
 
+def window_attention(q, k, v, key_valid, *, window_left: int, scale: float, precision,
+                     impl: str) -> jax.Array:
+  """Sliding-window attention through `impl` (cuDNN or banded_attention; see the module
+  docstring). q, k, v: [B, L, H, D]; key_valid: [B, L] bool or None -> [B, L, H, D]."""
+  if use_cudnn(impl, q, key_valid):
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+                                        local_window_size=(window_left, 0),
+                                        implementation="cudnn")  # [B, L, H, D]
+  return banded_attention(q, k, v, key_valid, window_left=window_left, scale=scale,
+                          precision=precision)
+
+
 class SlidingWindowAttention(SoftmaxAttentionBase):
-  """x: [B, L, d] -> [B, L, d]; see the module docstring."""
+  """x: [B, L, d] -> [B, L, d]; see the module docstring.
+
+  impl: "auto", "xla" (banded) or "cudnn" (see window_attention).
+  """
+
+  impl: str = "auto"
 
   @property
   def window_left(self) -> int:
@@ -64,8 +85,8 @@ class SlidingWindowAttention(SoftmaxAttentionBase):
 
   def _attend(self, x, mask, positions):
     q, k, v = self._project(x, mask, positions)
-    o = banded_attention(q, k, v, mask, window_left=self.window_left, scale=self.scale,
-                         precision=self.precision)
+    o = window_attention(q, k, v, mask, window_left=self.window_left, scale=self.scale,
+                         precision=self.precision, impl=self.impl)
     return self._output(o), k, v
 
   def __call__(self, x, mask=None, positions=None):

@@ -2,6 +2,8 @@
 
   PYTHONPATH=. OUT=/tmp python3 benchmarks/probes/probe_kernel.py   (SMOKE=1: CPU interpreter)
 
+PROBE_PARTS=ablation (or knobs) runs one part only; both by default.
+
 Appends to $OUT/probe2.log; session-2 output: benchmarks/results/session2/probe_kernel.log.
 When session 2 ran it, KernelConfig() meant planner="fill": the log's `{}` rows and the "default"
 breakdowns are the fill planner; this script now pins planner="fill" where it meant that.
@@ -21,6 +23,7 @@ from pallas_kernels.based_attention import api
 from pallas_kernels.based_attention import kernel as real_kernel
 
 SMOKE = os.environ.get("SMOKE") == "1"
+PARTS = os.environ.get("PROBE_PARTS", "ablation,knobs").split(",")
 LENGTH = 256 if SMOKE else 8192
 STAGES = ("feat_q", "feat_k", "scores", "out_inter", "out_intra", "out_store", "state", "sb_store")
 ABLATIONS = [(), ("feat_q",), ("feat_k",), ("feat_q", "feat_k"), ("scores",), ("out_inter",),
@@ -117,11 +120,13 @@ def knob_sweep(log):
 
 def main():
   log = Log(os.path.join(os.environ.get("OUT", "/tmp"), "probe2.log"))
-  stage_ablation(log)
+  if "ablation" in PARTS:
+    stage_ablation(log)
   if SMOKE:
     log("smoke done")
     return
-  knob_sweep(log)
+  if "knobs" in PARTS:
+    knob_sweep(log)
   log("done")
 
 

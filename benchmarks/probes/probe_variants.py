@@ -30,7 +30,8 @@ VARIANTS = {
     "two_waits": {"feature_waits": 2},
     "xla_ks": {"key_sums": "xla"},
     "vb32": {"max_value_block": 32},
-    "fresh": {"fresh_views": True},
+    "static": {"fresh_views": False},        # the default before session 5
+    "fresh": {"fresh_views": True},          # the default since session 5
     "fresh_two_waits": {"fresh_views": True, "feature_waits": 2},
     "fresh_3steps": {"fresh_views": True, "max_concurrent_steps": 3},
 }

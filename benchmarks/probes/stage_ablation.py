@@ -16,30 +16,31 @@ KERNEL = pathlib.Path(__file__).resolve().parents[2] / "pallas_kernels/based_att
 
 _EDITS = [
     ('_WGMMA = plgpu.Layout.WGMMA\n', '_WGMMA = plgpu.Layout.WGMMA\nSKIP = set()\n'),
-    ('  shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K',
-     '  if ("feat_" + side) in SKIP:\n    plgpu.commit_smem()\n    return\n'
-     '  shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K'),
-    ('          p_smem[...] = _taylor_scores(q_smem, k_smem)\n',
-     '          if "scores" not in SKIP:\n            p_smem[...] = _taylor_scores(q_smem, k_smem)\n'),
-    ('            for g in range(_G):\n              plgpu.wgmma(o_acc, phi_smem.at[g], sb_smem.at[g])',
-     '            for g in range(_G):\n              if "out_inter" in SKIP: break\n'
-     '              plgpu.wgmma(o_acc, phi_smem.at[g], sb_smem.at[g])'),
-    ('            plgpu.wgmma(o_acc, p_smem, v_smem)\n',
-     '            if "out_intra" not in SKIP:\n              plgpu.wgmma(o_acc, p_smem, v_smem)\n'),
+    ('  at: how scratch views are taken (static_at or fresh_at).\n  """\n',
+     '  at: how scratch views are taken (static_at or fresh_at).\n  """\n'
+     '  if ("feat_" + side) in SKIP:\n    plgpu.commit_smem()\n    return\n'),
+    ('            at(p_all)[...] = _taylor_scores(q_smem, k_smem)\n',
+     '            if "scores" not in SKIP:\n'
+     '              at(p_all)[...] = _taylor_scores(q_smem, k_smem)\n'),
+    ('    for g in range(_G):\n      plgpu.wgmma(o_acc, phi[g], s_bf16[g])',
+     '    for g in range(_G):\n      if "out_inter" in SKIP: break\n'
+     '      plgpu.wgmma(o_acc, phi[g], s_bf16[g])'),
+    ('    plgpu.wgmma(o_acc, p_smem, v_smem)\n',
+     '    if "out_intra" not in SKIP:\n      plgpu.wgmma(o_acc, p_smem, v_smem)\n'),
     ('          plgpu.wait_smem_to_gmem(0, wait_read_only=True)\n'
-     '          o_smem[...] = out.astype(jnp.bfloat16)\n'
+     '          at(o_all)[...] = out.astype(jnp.bfloat16)\n'
      '          plgpu.commit_smem()\n'
-     '          plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])',
+     '          plgpu.copy_smem_to_gmem(at(o_all), o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])',
      '          if "out_store" not in SKIP:\n'
      '            plgpu.wait_smem_to_gmem(0, wait_read_only=True)\n'
-     '            o_smem[...] = out.astype(jnp.bfloat16)\n'
+     '            at(o_all)[...] = out.astype(jnp.bfloat16)\n'
      '            plgpu.commit_smem()\n'
-     '            plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])'),
-    ('        for g in range(_G):\n          plgpu.wgmma(s_accs[g], phi_smem.at[g].T, v_smem)',
+     '            plgpu.copy_smem_to_gmem(at(o_all), o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])'),
+    ('        for g in range(_G):\n          plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)',
      '        for g in range(_G):\n          if "state" in SKIP: break\n'
-     '          plgpu.wgmma(s_accs[g], phi_smem.at[g].T, v_smem)'),
-    ('      def store_bf16_state(s_accs, ks_accs):\n',
-     '      def store_bf16_state(s_accs, ks_accs):\n'
+     '          plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)'),
+    ('      def store_bf16_state(s_accs, ks_accs, at=static_at):\n',
+     '      def store_bf16_state(s_accs, ks_accs, at=static_at):\n'
      '        if "sb_store" in SKIP:\n          plgpu.wgmma_wait(0)\n          return\n'),
 ]
 

@@ -21,7 +21,9 @@ Per chunk, with Q, K [64, 16] and V [64, ncols] in shared memory:
      by TMA.
 
 All wgmma operands use a 32-byte swizzle with (8, 16) tiles, which every operand here fits
-(K = 16 for Q K^T and the feature products). The caller (`api.py`) pads L to a multiple of 64,
+(K = 16 for Q K^T and the feature products). Inside the chunk loop every scratch view is taken
+through an opaque 0 (`fresh_at`, KernelConfig.fresh_views): computed before the loop, the ~22
+64-bit wgmma descriptors were spilled by the register-bound kernel and reloaded every chunk. The caller (`api.py`) pads L to a multiple of 64,
 splits the sequence into segments, combines per-segment states and converts layouts.
 """
 

@@ -11,7 +11,8 @@ import pytest
 from based_jax.config import BasedConfig
 from based_jax.layers import RMSNorm, SwiGLU, apply_rotary, rotary_cos_sin
 from based_jax.mixers import (MHA, BaseConv, LinearAttention, SlidingWindowAttention,
-                              banded_attention, causal_attention, flash_causal_attention)
+                              banded_attention, causal_attention, flash_causal_attention,
+                              window_attention)
 from tests.float64_reference import linear_attention_f64
 
 F32 = dict(rtol=2e-5, atol=2e-5)
@@ -269,6 +270,43 @@ def test_cudnn_attention_matches_the_float32_scan_on_gpu(length, impl):
   want = flash_causal_attention(*f32, None, scale=0.125, precision=jax.lax.Precision.HIGHEST)
   err = float(jnp.linalg.norm((got.astype(jnp.float32) - want).ravel()) /
               jnp.linalg.norm(want.ravel()))
+  assert err <= 1e-2, err
+
+
+def test_cudnn_window_attention_refuses_where_cudnn_cannot_run_and_auto_is_banded():
+  """Off the GPU (or in float32) "cudnn" is a named error and "auto" the banded path, bit for
+  bit; padded batches take the banded path under "cudnn" too."""
+  q, k, v = _attention_inputs(29, jnp.float32)
+  kw = dict(window_left=8, scale=0.125, precision=jax.lax.Precision.HIGHEST)
+  with pytest.raises(ValueError, match=r"attn_impl='cudnn'.*bfloat16"):
+    window_attention(q, k, v, None, impl="cudnn", **kw)
+  np.testing.assert_array_equal(np.asarray(window_attention(q, k, v, None, impl="auto", **kw)),
+                                np.asarray(banded_attention(q, k, v, None, **kw)))
+  valid = np.ones((2, 29), bool)
+  valid[0, :7] = False
+  np.testing.assert_array_equal(
+      np.asarray(window_attention(q, k, v, jnp.asarray(valid), impl="cudnn", **kw)),
+      np.asarray(banded_attention(q, k, v, jnp.asarray(valid), **kw)))
+  if jax.default_backend() != "gpu":
+    qb, kb, vb = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    with pytest.raises(ValueError, match=r"attn_impl='cudnn'.*GPU"):
+      window_attention(qb, kb, vb, None, impl="cudnn", **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["cudnn", "auto"])
+@pytest.mark.parametrize("length, w", [(1, 64), (77, 64), (1000, 64), (333, 16), (130, 200)])
+def test_cudnn_window_attention_matches_float64_on_gpu(length, w, impl):
+  """cuDNN's sliding window (bf16 inputs) against a float64 dense reference of the same band."""
+  q, k, v = _attention_inputs(length, jnp.bfloat16)
+  got = window_attention(q, k, v, None, window_left=w, scale=0.125, precision=None, impl=impl)
+  if impl == "auto":  # on the GPU, auto is cuDNN for an unpadded bf16 batch with head dim 64
+    cudnn = window_attention(q, k, v, None, window_left=w, scale=0.125, precision=None,
+                             impl="cudnn")
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(cudnn, np.float32))
+  allowed = window_allowed(length, w, np.ones((2, length), bool))
+  want = np_masked_attention(*(np.asarray(x, np.float64) for x in (q, k, v)), 0.125, allowed)
+  err = np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want)
   assert err <= 1e-2, err
 
 

@@ -120,9 +120,11 @@ def test_unknown_attn_impl_is_a_named_error():
 
 
 @pytest.mark.gpu
-def test_cudnn_attention_inside_the_model_matches_xla():
-  """bf16 attention model: logits and prefill through cuDNN flash attention vs the XLA scan."""
-  cfg = CONFIGS["attn-d64"]
+@pytest.mark.parametrize("name", ["attn-d64", "based-d64"])
+def test_cudnn_attention_inside_the_model_matches_xla(name):
+  """bf16 models: logits through cuDNN flash attention (full, or the sliding window of Based)
+  vs the XLA scan / banded blocks."""
+  cfg = CONFIGS[name]
   params = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), init_params(cfg))
   ids = random_ids(cfg, (2, 301), seed=4)
   logits = {impl: japply(BasedLM(cfg, dtype=jnp.bfloat16, attn_impl=impl), params, ids)
