@@ -4,7 +4,8 @@
 
 check:NAME  relative error of variant NAME vs the float32 XLA chunked path (fresh random inputs
             each call; odd lengths, an initial state, both variants, Dv 64 and 112, segments).
-time:NAMES  CUPTI median of 20 runs of each variant, L = 8192, H = 16, Dv = 64.
+time:NAMES  CUPTI median of 20 runs of each variant, L = 8192, H = 16, Dv = 64 (batch sizes:
+            PROBE_TIME_BATCHES=1,16 for a subset).
 kernels:NAMES  per-kernel CUPTI breakdown of each variant at B = 16 and 256 (L = 8192; other
             batch sizes with PROBE_BATCHES=1,4,...).
 Variants: see VARIANTS. Session-3 output: benchmarks/results/session3/.
@@ -24,6 +25,8 @@ from pallas_kernels import based_attention as ba
 
 T0 = time.time()
 KERNEL_BATCHES = tuple(int(b) for b in os.environ.get("PROBE_BATCHES", "16,256").split(","))
+# time: batch sizes (normalize=False; all of them also run B = 128 with normalize=True)
+TIME_BATCHES = os.environ.get("PROBE_TIME_BATCHES")
 VARIANTS = {
     "default": {},
     "groups": {"schedule": "groups"},
@@ -34,6 +37,8 @@ VARIANTS = {
     "fresh": {"fresh_views": True},          # the default since session 5
     "fresh_two_waits": {"fresh_views": True, "feature_waits": 2},
     "fresh_3steps": {"fresh_views": True, "max_concurrent_steps": 3},
+    "tb132": {"target_blocks": 132},        # B = 1, L = 8192: 8 segments instead of 16
+    "tb66": {"target_blocks": 66},          # 4 segments
 }
 
 
@@ -93,6 +98,8 @@ def check(name):
 def timing(names):
   rng = np.random.default_rng(0)
   runs = [(b, False) for b in (1, 4, 16, 64, 128, 256)] + [(128, True)]
+  if TIME_BATCHES:
+    runs = [(int(b), False) for b in TIME_BATCHES.split(",")]
   for b, normalize in runs:
     q, k, v = inputs(rng, b, 8192, 16, 64)
     for name in names:

@@ -110,12 +110,13 @@ _TO_273_SCALE = features.TO_273[np.arange(EXPANDED_DIM), _TO_273_SOURCE]  # [273
 assert np.array_equal(np.count_nonzero(features.TO_273, axis=1), np.ones(EXPANDED_DIM))
 
 
-def _from_psi(kv_psi, ks_psi):
+def _from_psi(kv_psi, ks_psi=None):
   """psi-layout state accumulated by the kernel -> 273 layout (a scaled gather of rows: one
-  pass over memory, where the [273, 192] matmul took 7% of the kernel's time at B = 256)."""
+  pass over memory, where the [273, 192] matmul took 7% of the kernel's time at B = 256).
+  Returns (kv, ks), ks None when ks_psi is None."""
   scale = jnp.asarray(_TO_273_SCALE, jnp.float32)                       # [273]
   kv = kv_psi[:, :, _TO_273_SOURCE, :] * scale[:, None]                 # [B, H, 273, Dv]
-  ks = ks_psi[:, :, _TO_273_SOURCE] * scale                             # [B, H, 273]
+  ks = None if ks_psi is None else ks_psi[:, :, _TO_273_SOURCE] * scale  # [B, H, 273]
   return kv, ks
 
 
@@ -176,11 +177,33 @@ def psi_key_sums(gram, lin, count):
   return out.at[..., features.CONST_ROW].set(count)
 
 
-def key_sums_from_gram_rows(rows, count):
-  """The kernel's gram_sums output [..., 64, 16] (rows 0..15: sum k k^T, row 16: sum k) and
-  the token count -> sum_t psi_k(k_t) [..., 192]."""
-  return psi_key_sums(rows[..., :features.FEATURE_DIM, :], rows[..., features.FEATURE_DIM, :],
-                      count)
+def _gram_to_273():
+  """(source [273], scale [273]): the 273-layout key state of `src` = [sum k k^T flattened
+  (256), sum k (16), token count (1)] is src[..., source] * scale (psi_key_sums composed with
+  TO_273, each row of which has one nonzero)."""
+  f = features.FEATURE_DIM
+  rows, a, b, scales = _psi_gather()
+  to_psi = np.zeros((features.PSI_DIM, f * f + f + 1))                  # [192, 273] psi <- src
+  to_psi[rows, a * f + b] = scales
+  to_psi[features.LINEAR_ROW + np.arange(f), f * f + np.arange(f)] = 0.5
+  to_psi[features.CONST_ROW, f * f + f] = 1.0
+  m = features.TO_273 @ to_psi                                           # [273, 273]
+  assert np.array_equal(np.count_nonzero(m, axis=1), np.ones(EXPANDED_DIM))
+  source = np.argmax(np.abs(m), axis=1)
+  return source, m[np.arange(EXPANDED_DIM), source].astype(np.float32)
+
+
+_GRAM_TO_273_SOURCE, _GRAM_TO_273_SCALE = _gram_to_273()
+
+
+def key_state_from_gram_rows(rows, count):
+  """The kernel's gram_sums output [..., 64, 16] (rows 0..15: sum k k^T, row 16: sum k) and the
+  token count (a number) -> the 273-layout key state sum_t phi(k_t) [..., 273]: one gather."""
+  f = features.FEATURE_DIM
+  gram = rows[..., :f, :].reshape(rows.shape[:-2] + (f * f,))            # [..., 256]
+  count = jnp.full(rows.shape[:-2] + (1,), count, jnp.float32)          # [..., 1]
+  src = jnp.concatenate([gram, rows[..., f, :], count], axis=-1)         # [..., 273]
+  return src[..., _GRAM_TO_273_SOURCE] * jnp.asarray(_GRAM_TO_273_SCALE)  # [..., 273]
 
 
 def key_sums_xla(k):
@@ -247,23 +270,25 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
       seg_s, *seg_ks = segment_call(
           q, k, v, mats, col0=col0, ncols=ncols, emit_output=False, emit_state=True, **common)
       seg_s = seg_s.reshape(batch, heads, nseg, features.PSI_DIM, ncols)  # [B, H, S, 192, n]
-      if seg_ks and gram_sums:
-        seg_ks = key_sums_from_gram_rows(
-            seg_ks[0].reshape(batch, heads, nseg, CHUNK, 16), float(tokens // nseg))
+      if seg_ks and gram_sums:  # only the total is needed (the second pass reads no key sums)
+        gram_rows = seg_ks[0].reshape(batch, heads, nseg, CHUNK, 16).sum(axis=2)  # [B, H, 64, 16]
+        seg_ks = None
       elif seg_ks:
         seg_ks = seg_ks[0].reshape(batch, heads, nseg, features.PSI_DIM, 16)[..., 0]
       else:                   # key sums come from XLA; the second pass does not read them
         seg_ks = jnp.zeros((batch, heads, nseg, features.PSI_DIM), jnp.float32)
       incl_s = jnp.cumsum(seg_s, axis=2)                                 # [B, H, S, 192, n]
-      incl_ks = jnp.cumsum(seg_ks, axis=2)                               # [B, H, S, 192]
       start_s = s0_block[:, :, None] + incl_s - seg_s                    # [B, H, S, 192, n]
-      start_ks = ks0_psi[:, :, None] + incl_ks - seg_ks                  # [B, H, S, 192]
+      start_ks = None
+      if seg_ks is not None:
+        incl_ks = jnp.cumsum(seg_ks, axis=2)                             # [B, H, S, 192]
+        start_ks = ks0_psi[:, :, None] + incl_ks - seg_ks                # [B, H, S, 192]
+        ks_sum = incl_ks[:, :, -1]                                       # [B, H, 192]
       init, _ = _kernel_init(start_s, start_ks, with_ks=init_ks)
       (out,) = segment_call(
           q, k, v, mats, init, col0=col0, ncols=ncols, emit_output=True, emit_state=False,
           **common)
       states.append(incl_s[:, :, -1])                                    # [B, H, 192, n]
-      ks_sum = incl_ks[:, :, -1]                                         # [B, H, 192]
     else:
       init, init_f32 = None, (0.0, 0.0)
       if has_initial_state:
@@ -276,8 +301,7 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
       seg_s = (end_s - init_f32[0]).reshape(batch, heads, features.PSI_DIM, ncols)
       states.append(seg_s)                                               # [B, H, 192, n]
       if end_ks and gram_sums:      # Gram rows hold this call's sums only (no initial state)
-        ks_sum = key_sums_from_gram_rows(end_ks[0].reshape(batch, heads, CHUNK, 16),
-                                         float(tokens))                  # [B, H, 192]
+        gram_rows = end_ks[0].reshape(batch, heads, CHUNK, 16)           # [B, H, 64, 16]
       elif end_ks:
         end_ks = (end_ks[0] - init_f32[1]).reshape(batch, heads, features.PSI_DIM, 16)
         ks_sum = end_ks[..., 0]                                          # [B, H, 192]
@@ -289,11 +313,15 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   # The sums of this call convert to the 273 layout; the initial state is added as given (the
   # 273 layout is redundant, so a round trip through psi would symmetrize it).
   kv_psi = states[0] if len(states) == 1 else jnp.concatenate(states, axis=-1)  # [B, H, 192, Dv]
-  if not kernel_ks:
-    ks_sum = xla_ks                                                      # unpadded k: no pad rows
-  elif pad:
-    ks_sum = ks_sum.at[..., features.CONST_ROW].add(-float(pad))         # remove the pad rows
-  kv, ks = _from_psi(kv_psi, ks_sum)
+  if gram_sums:      # pad rows are zero keys: they only count, and the count is the real length
+    kv, _ = _from_psi(kv_psi)
+    ks = key_state_from_gram_rows(gram_rows, float(length))              # [B, H, 273]
+  else:
+    if not kernel_ks:
+      ks_sum = xla_ks                                                    # unpadded k: no pad rows
+    elif pad:
+      ks_sum = ks_sum.at[..., features.CONST_ROW].add(-float(pad))       # remove the pad rows
+    kv, ks = _from_psi(kv_psi, ks_sum)
   if has_initial_state:
     kv = kv0.astype(jnp.float32) + kv                                    # [B, H, 273, Dv]
     ks = ks0.astype(jnp.float32) + ks                                    # [B, H, 273]

@@ -10,6 +10,7 @@ import pallas_kernels
 from based_jax.ops.chunked import chunked_linear_attention
 from based_jax.ops.state import LinearAttentionState
 from pallas_kernels.based_attention import KernelConfig, api, features
+from tests.float64_reference import linear_attention_f64
 
 
 def _arrays(b=1, length=64, h=2, dv=64, dtype=jnp.bfloat16):
@@ -146,6 +147,21 @@ def test_grad_flows_through_custom_vjp():
     # Same float32 math, then one rounding to bf16 for q, k, v: at most a last-bit flip.
     assert np.linalg.norm(g - r) <= 1e-3 * np.linalg.norm(r) + 1e-12, name
     assert np.linalg.norm(r) > 0, name
+
+
+def test_key_state_from_gram_rows_is_the_sum_of_phi_k():
+  """The kernel's Gram rows (sum [k, 1, ..., 1] k^T) and the count -> 273-layout k_state, vs
+  the float64 reference's key state of the same keys."""
+  rng = np.random.default_rng()
+  b, length, h = 2, 37, 3
+  k = rng.standard_normal((b, length, h, 16)).astype(np.float32)
+  left = np.concatenate([k, np.ones((b, length, h, 48), np.float32)], axis=-1)  # [B, L, H, 64]
+  rows = np.einsum("blhr,blhc->bhrc", left.astype(np.float64), k)              # [B, H, 64, 16]
+  got = api.key_state_from_gram_rows(jnp.asarray(rows, jnp.float32), float(length))
+  zeros = np.zeros((b, length, h, 16))
+  _, _, want = linear_attention_f64(zeros, k.astype(np.float64), np.zeros((b, length, h, 8)),
+                                    normalize=False, eps=0.0)                 # [B, H, 273]
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-4)
 
 
 def test_state_leaves_psi_layout_as_the_to_273_map():
