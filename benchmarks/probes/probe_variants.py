@@ -5,7 +5,7 @@
 check:NAME  relative error of variant NAME vs the float32 XLA chunked path (fresh random inputs
             each call; odd lengths, an initial state, both variants, Dv 64 and 112, segments).
 time:NAMES  CUPTI median of 20 runs of each variant, L = 8192, H = 16, Dv = 64 (batch sizes:
-            PROBE_TIME_BATCHES=1,16 for a subset).
+            PROBE_TIME_BATCHES=1,16 for a subset, or PROBE_TIME_SHAPES=1x8192,4x1024).
 kernels:NAMES  per-kernel CUPTI breakdown of each variant at B = 16 and 256 (L = 8192; other
             batch sizes with PROBE_BATCHES=1,4,...).
 Variants: see VARIANTS. Session-3 output: benchmarks/results/session3/.
@@ -27,6 +27,7 @@ T0 = time.time()
 KERNEL_BATCHES = tuple(int(b) for b in os.environ.get("PROBE_BATCHES", "16,256").split(","))
 # time: batch sizes (normalize=False; all of them also run B = 128 with normalize=True)
 TIME_BATCHES = os.environ.get("PROBE_TIME_BATCHES")
+TIME_SHAPES = os.environ.get("PROBE_TIME_SHAPES")   # BxL list, e.g. 1x8192,4x1024
 VARIANTS = {
     "default": {},
     "groups": {"schedule": "groups"},
@@ -97,19 +98,21 @@ def check(name):
 
 def timing(names):
   rng = np.random.default_rng(0)
-  runs = [(b, False) for b in (1, 4, 16, 64, 128, 256)] + [(128, True)]
+  runs = [(b, 8192, False) for b in (1, 4, 16, 64, 128, 256)] + [(128, 8192, True)]
   if TIME_BATCHES:
-    runs = [(int(b), False) for b in TIME_BATCHES.split(",")]
-  for b, normalize in runs:
-    q, k, v = inputs(rng, b, 8192, 16, 64)
+    runs = [(int(b), 8192, False) for b in TIME_BATCHES.split(",")]
+  if TIME_SHAPES:
+    runs = [tuple(map(int, shape.split("x"))) + (False,) for shape in TIME_SHAPES.split(",")]
+  for b, length, normalize in runs:
+    q, k, v = inputs(rng, b, length, 16, 64)
     for name in names:
       cfg = ba.KernelConfig(**VARIANTS[name])
       fn = jax.jit(lambda q, k, v, cfg=cfg, normalize=normalize: ba.linear_attention(
           q, k, v, normalize=normalize, config=cfg))
       try:
         t = common.time_jax(fn, q, k, v)
-        log(f"time B={b} normalize={normalize} {name}: {t['ms']:.4f} ms "
-            f"(floor {common.roofline_floor_ms(b, 8192, 16):.3f})")
+        log(f"time B={b} L={length} normalize={normalize} {name}: {t['ms']:.4f} ms "
+            f"(floor {common.roofline_floor_ms(b, length, 16):.3f})")
       except Exception as e:  # pylint: disable=broad-except
         log(f"time B={b} {name}: FAILED {type(e).__name__}: {str(e)[:1500]}")
 
