@@ -27,7 +27,7 @@ T0 = time.time()
 KERNEL_BATCHES = tuple(int(b) for b in os.environ.get("PROBE_BATCHES", "16,256").split(","))
 # time: batch sizes (normalize=False; all of them also run B = 128 with normalize=True)
 TIME_BATCHES = os.environ.get("PROBE_TIME_BATCHES")
-TIME_SHAPES = os.environ.get("PROBE_TIME_SHAPES")   # BxL list, e.g. 1x8192,4x1024
+TIME_SHAPES = os.environ.get("PROBE_TIME_SHAPES")   # BxL list, e.g. 1x8192,4x1024n (n: normalize)
 VARIANTS = {
     "default": {},
     "groups": {"schedule": "groups"},
@@ -40,6 +40,8 @@ VARIANTS = {
     "fresh_3steps": {"fresh_views": True, "max_concurrent_steps": 3},
     "tb132": {"target_blocks": 132},        # B = 1, L = 8192: 8 segments instead of 16
     "tb66": {"target_blocks": 66},          # 4 segments
+    "waves": {"planner": "waves"},          # the segment planner before session 5
+    "sm": {"planner": "sm"},                # the segment planner since session 5
 }
 
 
@@ -102,7 +104,8 @@ def timing(names):
   if TIME_BATCHES:
     runs = [(int(b), 8192, False) for b in TIME_BATCHES.split(",")]
   if TIME_SHAPES:
-    runs = [tuple(map(int, shape.split("x"))) + (False,) for shape in TIME_SHAPES.split(",")]
+    runs = [tuple(map(int, shape.rstrip("n").split("x"))) + (shape.endswith("n"),)
+            for shape in TIME_SHAPES.split(",")]
   for b, length, normalize in runs:
     q, k, v = inputs(rng, b, length, 16, 64)
     for name in names:

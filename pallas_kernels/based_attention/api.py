@@ -48,10 +48,36 @@ def segment_cost(batch: int, heads: int, num_chunks: int, segments: int, slots: 
   return waves * seg_chunks * (1.0 + STATE_PASS_COST)
 
 
+# The "sm" planner's model, fitted to CUPTI times of the session-5 kernel on the H200 (L 1k-128k,
+# B 1-16, H 16; docs/benchmarks.md, runs s5c-s5d): two blocks sharing an SM finish 1.3x sooner
+# than one after the other (not 2x: the kernel keeps an SM's issue slots and tensor cores busy
+# with one block); a block pays a fixed cost of ~7.5 chunk-steps (prologue, state store), and
+# the two-pass split twice that plus the XLA prefix of the segment states.
+PAIR_SPEEDUP = 1.3
+ONE_PASS_FIXED = 7.5
+TWO_PASS_FIXED = 15.0
+
+
+def sm_cost(batch: int, heads: int, num_chunks: int, segments: int, sms: int) -> float:
+  """Estimated time in chunk-steps: blocks per SM x (fixed + chunk work) of one block, the SM
+  running up to two blocks at once PAIR_SPEEDUP times faster than in turn."""
+  seg_chunks = num_chunks // segments
+  per_sm = -(-batch * heads * segments // sms)
+  if segments == 1:
+    block = ONE_PASS_FIXED + seg_chunks
+  else:
+    block = TWO_PASS_FIXED + seg_chunks * (1.0 + STATE_PASS_COST)
+  return per_sm * block / (PAIR_SPEEDUP if per_sm >= 2 else 1.0)
+
+
 def plan_segments(batch: int, heads: int, num_chunks: int, config: KernelConfig) -> int:
   """Number of equal segments (a divisor of num_chunks) to split each sequence into."""
   limit = max(1, num_chunks // config.min_segment_chunks)
   options = [d for d in _divisors(num_chunks) if d <= limit]
+  if config.planner == "sm":
+    sms = max(1, config.target_blocks // 2)
+    cost = lambda d: sm_cost(batch, heads, num_chunks, d, sms)
+    return min(options, key=lambda d: (cost(d), d))
   if config.planner == "waves":
     cost = lambda d: segment_cost(batch, heads, num_chunks, d, config.target_blocks)
     return min(options, key=lambda d: (cost(d), d))

@@ -18,11 +18,16 @@ class KernelConfig:
     stages a block (~122 KiB of shared memory) no longer shares its SM with a second one:
     5.77 vs 5.40 ms at B = 128 on the H200 (L 8192, H 16).
   planner: how the number of segments is chosen (api.plan_segments):
+    "sm"    - the divisor of the chunk count with the lowest estimated time per SM
+              (api.sm_cost: blocks per SM, a fixed cost per block, two blocks on an SM 1.3x
+              faster than in turn; target_blocks / 2 = SMs). The default: on the H200 (H 16,
+              Dv 64) 0.0751 vs 0.0816 ms at B = 1, L = 8192 and 0.0491 vs 0.0621 at B = 1,
+              L = 4096 against "waves" (docs/benchmarks.md, runs s5d-s5e).
     "waves" - the divisor of the chunk count with the fewest estimated block-waves of work,
               counting the state-only first pass as half a chunk per chunk (target_blocks =
-              concurrent blocks). The default: on the H200 (L 8192, H 16, Dv 64) it took
-              0.108 ms at B = 1 and 0.743 ms at B = 16 where "fill" took 0.157 and 0.810
-              (docs/benchmarks.md, "Time vs batch").
+              concurrent blocks). The default before session 5: on the H200 (L 8192, H 16,
+              Dv 64) it took 0.108 ms at B = 1 and 0.743 ms at B = 16 where "fill" took 0.157
+              and 0.810 (docs/benchmarks.md, "Time vs batch").
     "fill"  - the smallest divisor of the chunk count with B * H * segments >= target_blocks.
   schedule: how a block's work is laid out on warpgroups:
     "single" - one warpgroup runs each chunk as one chain of wgmmas and waits (kernel.py);
@@ -57,7 +62,7 @@ class KernelConfig:
   target_blocks: int = 264
   min_segment_chunks: int = 4
   max_concurrent_steps: int = 2
-  planner: str = "waves"
+  planner: str = "sm"
   key_sums: str = "kernel"
   schedule: str = "single"
   feature_waits: int = 3
@@ -72,8 +77,9 @@ class KernelConfig:
       raise ValueError(
           "KernelConfig.target_blocks and min_segment_chunks must be >= 1; got "
           f"{self.target_blocks}, {self.min_segment_chunks}")
-    if self.planner not in ("fill", "waves"):
-      raise ValueError(f"KernelConfig.planner must be 'fill' or 'waves'; got {self.planner!r}")
+    if self.planner not in ("sm", "fill", "waves"):
+      raise ValueError(
+          f"KernelConfig.planner must be 'sm', 'waves' or 'fill'; got {self.planner!r}")
     if self.schedule not in ("single", "groups"):
       raise ValueError(
           f"KernelConfig.schedule must be 'single' or 'groups'; got {self.schedule!r}")
