@@ -49,7 +49,7 @@ def segment_cost(batch: int, heads: int, num_chunks: int, segments: int, slots: 
 
 
 # The "sm" planner's model, fitted to CUPTI times of the session-5 kernel on the H200 (L 1k-128k,
-# B 1-16, H 16; docs/benchmarks.md, runs s5c-s5d): two blocks sharing an SM finish 1.3x sooner
+# B 1-16, H 16; docs/benchmarks.md, runs s5c-s5e): two blocks sharing an SM finish 1.3x sooner
 # than one after the other (not 2x: the kernel keeps an SM's issue slots and tensor cores busy
 # with one block); a block pays a fixed cost of ~7.5 chunk-steps (prologue, state store), and
 # the two-pass split twice that plus the XLA prefix of the segment states.
@@ -287,7 +287,6 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   # Initial key sums feed the single-warpgroup kernel's denominator only (the groups kernel
   # takes all four init operands).
   init_ks = normalize or groups
-  tokens = num_chunks * CHUNK                                            # padded length
 
   outs, states, ks_sum = [], [], None
   for col0, ncols in value_blocks(dv, config):
