@@ -21,8 +21,10 @@ class KernelConfig:
     "sm"    - the divisor of the chunk count with the lowest estimated time per SM
               (api.sm_cost: blocks per SM, a fixed cost per block, two blocks on an SM 1.3x
               faster than in turn; target_blocks / 2 = SMs). The default: on the H200 (H 16,
-              Dv 64) 0.0751 vs 0.0816 ms at B = 1, L = 8192 and 0.0491 vs 0.0621 at B = 1,
-              L = 4096 against "waves" (docs/benchmarks.md, runs s5d-s5e).
+              Dv 64) its 8 segments at B = 1, L = 8192 took 0.0751 ms where the 16 of "waves"
+              took 0.0816 (run s5d, timed as "waves" with target_blocks 132: the same plan),
+              and with normalize=True at B = 4, L = 8000 (e2e's prompt) 0.3130 vs 0.4474 ms
+              (run s5e; docs/benchmarks.md, "Descriptor spills removed").
     "waves" - the divisor of the chunk count with the fewest estimated block-waves of work,
               counting the state-only first pass as half a chunk per chunk (target_blocks =
               concurrent blocks). The default before session 5: on the H200 (L 8192, H 16,

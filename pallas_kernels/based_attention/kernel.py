@@ -50,7 +50,8 @@ def _tiled():
 
 
 def _opaque_zero():
-  """An int32 0 that LLVM and ptxas cannot see through (an empty inline asm with side effects).
+  """An int32 0 that LLVM and ptxas cannot see through: `lax.optimization_barrier`, which Mosaic
+  GPU lowers to an empty inline asm with side effects.
 
   Scratch refs indexed with it inside the chunk loop get their addresses (and wgmma
   descriptors) computed there, where they are used, instead of once before the loop: ptxas keeps
