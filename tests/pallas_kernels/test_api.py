@@ -84,6 +84,30 @@ def test_waves_planner_picks_the_cheapest_divisor(batch, heads, chunks):
     assert cost(1) <= cost(nseg) and nseg == 1
 
 
+@pytest.mark.parametrize("batch,heads,chunks", [(1, 16, 128), (16, 16, 128), (1, 1, 7),
+                                                 (3, 5, 2048), (256, 16, 128), (4, 16, 125)])
+def test_sm_planner_picks_the_cheapest_divisor(batch, heads, chunks):
+  config = KernelConfig()
+  assert config.planner == "sm"
+  nseg = api.plan_segments(batch, heads, chunks, config)
+  assert chunks % nseg == 0
+  cost = lambda d: api.sm_cost(batch, heads, chunks, d, config.target_blocks // 2)
+  allowed = [d for d in range(1, chunks + 1)
+             if chunks % d == 0 and (d == 1 or chunks // d >= config.min_segment_chunks)]
+  assert cost(nseg) == min(cost(d) for d in allowed)
+  if batch * heads >= config.target_blocks // 2:     # every SM already has a whole sequence
+    assert nseg == 1
+
+
+def test_sm_cost_model():
+  """Hand-computed costs: one block per SM pays its fixed cost and chunks; a pair of blocks per
+  SM finishes PAIR_SPEEDUP sooner than two in turn; two passes cost 1.5 per chunk."""
+  assert api.sm_cost(1, 1, 64, 1, 132) == api.ONE_PASS_FIXED + 64
+  assert api.sm_cost(1, 16, 128, 8, 132) == api.TWO_PASS_FIXED + 16 * 1.5      # 128 blocks
+  two_per_sm = api.sm_cost(1, 16, 128, 16, 132)                                # 256 blocks
+  assert two_per_sm == pytest.approx(2 * (api.TWO_PASS_FIXED + 8 * 1.5) / api.PAIR_SPEEDUP)
+
+
 @pytest.mark.parametrize("dv", [16, 64, 112, 128, 192, 256])
 def test_value_blocks_cover_dv(dv):
   blocks = api.value_blocks(dv, KernelConfig())
