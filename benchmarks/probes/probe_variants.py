@@ -42,6 +42,7 @@ VARIANTS = {
     "tb66": {"target_blocks": 66},          # 4 segments
     "waves": {"planner": "waves"},          # the segment planner before session 5
     "sm": {"planner": "sm"},                # the segment planner since session 5
+    "overlap": {"overlap_output": True},    # k features' first products with the outputs
 }
 
 

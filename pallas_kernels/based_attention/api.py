@@ -274,8 +274,8 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   common = dict(num_segments=nseg, normalize=normalize, eps=float(eps),
                 max_concurrent_steps=config.max_concurrent_steps, key_sums=kernel_ks,
                 two_waits=config.feature_waits == 2, interpret=interpret)
-  if config.fresh_views and backend == "kernel" and config.schedule == "single":
-    common["fresh_views"] = True
+  if backend == "kernel" and config.schedule == "single":
+    common.update(fresh_views=config.fresh_views, overlap_output=config.overlap_output)
   segment_call = BACKENDS[backend]
   groups = backend == "kernel" and config.schedule == "groups"
   gram_sums = False

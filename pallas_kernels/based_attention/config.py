@@ -58,6 +58,10 @@ class KernelConfig:
     register-bound kernel spilled them and reloaded them every chunk. The default: on the
     H200 (L 8192, H 16, Dv 64) 7.21 vs 8.95 ms at B = 256, 0.453 vs 0.573 ms at B = 16 and
     4.05 vs 6.19 ms with normalize=True at B = 128 (run s5a, docs/benchmarks.md).
+  overlap_output: (single-warpgroup kernel, feature_waits=3) issue the k side's first two
+    feature products together with a chunk's output wgmmas and wait for both at once: one
+    tensor-core wait less per chunk, two more [64, 64] fp32 values live at it. Not yet timed
+    on a GPU (added at the end of session 5, when the session's device time was spent).
   """
 
   max_value_block: int = 64
@@ -69,6 +73,7 @@ class KernelConfig:
   schedule: str = "single"
   feature_waits: int = 3
   fresh_views: bool = True
+  overlap_output: bool = False
 
   def __post_init__(self):
     if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
@@ -89,8 +94,12 @@ class KernelConfig:
       raise ValueError(f"KernelConfig.feature_waits must be 2 or 3; got {self.feature_waits!r}")
     if self.key_sums not in ("kernel", "xla"):
       raise ValueError(f"KernelConfig.key_sums must be 'kernel' or 'xla'; got {self.key_sums!r}")
-    if not isinstance(self.fresh_views, bool):
-      raise ValueError(f"KernelConfig.fresh_views must be a bool; got {self.fresh_views!r}")
+    for name in ("fresh_views", "overlap_output"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"KernelConfig.{name} must be a bool; got {getattr(self, name)!r}")
+    if self.overlap_output and self.feature_waits != 3:
+      raise ValueError("KernelConfig.overlap_output needs feature_waits=3; got "
+                       f"feature_waits={self.feature_waits}")
     if self.max_concurrent_steps < 1:
       raise ValueError(
           f"KernelConfig.max_concurrent_steps must be >= 1; got {self.max_concurrent_steps}")

@@ -92,18 +92,27 @@ def _mm2(x_smem, mat_i, mat_j):
   return pl.run_scoped(body, shape, plgpu.ACC((CHUNK, 64), jnp.float32))
 
 
-def _build_features(x_smem, mats_smem, phi_smem, side: str, left_smem=None, at=static_at):
+def first_products(x_smem, mats_smem, side: str, at=static_at):
+  """(X, M_tile, M_shift0) for `side`: the operands of _build_features' first two products."""
+  shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K
+  return x_smem, at(mats_smem, features.MAT_TILE), at(mats_smem, shift0)
+
+
+def _build_features(x_smem, mats_smem, phi_smem, side: str, left_smem=None, at=static_at,
+                    first=None):
   """psi_q(X) or psi_k(X) for a [64, 16] bf16 tile into phi_smem [3, 64, 64] bf16.
 
   Exact fp32 products with the 0 / power-of-two matrices of features.build_matrices(), then one
   rounding to bf16 (see features.py). left_smem: None, or a [64, 64] bf16 ref that receives
   group 2's left factor [X | 1 ... 1] (exact in bf16), the operand of the key Gram sums.
-  at: how scratch views are taken (static_at or fresh_at).
+  at: how scratch views are taken (static_at or fresh_at). first: None, or the products of
+  `first_products` (X @ M_tile, X @ M_shift0), already computed by the caller.
   """
-  shift0 = features.MAT_SHIFT0_Q if side == "q" else features.MAT_SHIFT0_K
   right2 = features.MAT_RIGHT2_Q if side == "q" else features.MAT_RIGHT2_K
-  tiled_x, shifted = _mm2(x_smem, at(mats_smem, features.MAT_TILE),
-                          at(mats_smem, shift0))                          # [64, 64] each
+  if first is None:
+    x, mat_tile, mat_shift0 = first_products(x_smem, mats_smem, side, at)
+    first = _mm2(x, mat_tile, mat_shift0)
+  tiled_x, shifted = first                                                # [64, 64] each
   at(phi_smem, 0)[...] = (tiled_x * shifted).astype(jnp.bfloat16)
   shifted = _mm(x_smem, at(mats_smem, features.MAT_SHIFT1), (CHUNK, 64))  # [64, 64]
   at(phi_smem, 1)[...] = (tiled_x * shifted).astype(jnp.bfloat16)
@@ -176,12 +185,19 @@ def _taylor_scores(q_smem, k_smem):
 
 
 def chunk_output(phi, s_bf16, ksb, p_smem, v_smem, ones_smem, *, ncols: int, normalize: bool,
-                 eps: float):
+                 eps: float, also=None):
   """o = sum_g phi[g] @ s_bf16[g] + P @ V, divided by den + eps when normalizing, with
   den = sum_g phi[g] @ ksb[g] + P @ 1: fp32 [64 tokens, ncols]. phi, s_bf16, ksb: 3 SMEM refs
-  each (psi_q groups, bf16 state groups, bf16 key-sum groups; ksb unused without normalize)."""
+  each (psi_q groups, bf16 state groups, bf16 key-sum groups; ksb unused without normalize).
 
-  def outputs(o_acc, den_acc=None):
+  also: None, or (x_smem, mat_i, mat_j): two more products X @ M_i, X @ M_j (fp32 [64, 64])
+  issued after the output's wgmmas and waited for with them (one wait for both chains); the
+  result is then (o, (X @ M_i, X @ M_j))."""
+  num_extra = 0 if also is None else 2
+
+  def outputs(*accs):
+    o_acc, den_acc = accs[0], (accs[1] if normalize else None)
+    extra = accs[len(accs) - num_extra:]
     for g in range(_G):
       plgpu.wgmma(o_acc, phi[g], s_bf16[g])
       if normalize:
@@ -189,18 +205,25 @@ def chunk_output(phi, s_bf16, ksb, p_smem, v_smem, ones_smem, *, ncols: int, nor
     plgpu.wgmma(o_acc, p_smem, v_smem)
     if normalize:
       plgpu.wgmma(den_acc, p_smem, ones_smem)
-      return o_acc[...], den_acc[...]
-    return o_acc[...]
+    if also is not None:
+      x_smem, mat_i, mat_j = also
+      plgpu.wgmma(extra[0], x_smem, mat_i)
+      plgpu.wgmma(extra[1], x_smem, mat_j)
+    return tuple(acc[...] for acc in accs)
 
   accs = [plgpu.ACC((CHUNK, ncols), jnp.float32)]
   if normalize:
     accs.append(plgpu.ACC((CHUNK, _ONES_COLS), jnp.float32))
-  out = pl.run_scoped(outputs, *accs)                                    # [64, ncols]
+  accs += [plgpu.ACC((CHUNK, 64), jnp.float32) for _ in range(num_extra)]
+  results = pl.run_scoped(outputs, *accs)
+  out = results[0]                                                       # [64, ncols]
   if normalize:
-    out, den = out                                                       # den [64, 16]
+    den = results[1]                                                     # [64, 16]
     inv_den = 1.0 / (den.max(axis=1) + eps)                              # [64] (columns equal)
     out = out * lax.broadcast_in_dim(inv_den, out.shape, [0])            # 2 divides, not 32
-  return out
+  if also is None:
+    return out
+  return out, tuple(results[len(results) - num_extra:])
 
 
 def segment_chunks(length: int, num_segments: int) -> tuple[int, int]:
@@ -251,7 +274,8 @@ def split_refs(refs, *, load_init: bool, emit_output: bool, emit_state: bool, em
 def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncols: int,
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
                  max_concurrent_steps: int, key_sums: bool = True, gram_sums: bool = False,
-                 two_waits: bool = False, fresh_views: bool = False, interpret=None):
+                 two_waits: bool = False, fresh_views: bool = False, overlap_output: bool = False,
+                 interpret=None):
   """Runs the kernel over all (head, segment, batch) blocks for value columns [col0, col0+ncols).
 
   q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
@@ -273,6 +297,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   fresh_views: inside the chunk loop, take every scratch view through an opaque 0 (fresh_at),
     so that addresses and wgmma descriptors are computed at their use, not held (and spilled)
     across the loop.
+  overlap_output: issue the k side's first two feature products with the output's wgmmas and
+    wait for both at once (one tensor-core wait less per chunk, 64 more live registers at it).
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
   accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and, if key_sums,
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal) or, with gram_sums, gram
@@ -289,6 +315,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   use_gram = emit_ks and gram_sums
   # psi key sums feed the denominator and (unless they come as Gram rows) the final state
   need_ks = normalize or (emit_ks and not use_gram)
+  if overlap_output and two_waits:
+    raise ValueError("segment_call: overlap_output needs the three-wait feature construction")
+  overlap_output = overlap_output and emit_output
   out_type = result_types(q, num_segments=num_segments, ncols=ncols, emit_output=emit_output,
                           emit_state=emit_state, emit_ks=emit_ks, gram_sums=gram_sums)
   if load_init and len(init) != (4 if need_ks else 2):
@@ -344,6 +373,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         # The accumulators travel as the pipeline carry (Mosaic GPU threads them through the loop).
         *refs, (s_accs, ks_accs, gram_accs) = refs
         at = fresh_at if fresh_views else static_at
+        k_first = None
         if emit_output:
           q_smem, k_smem, v_smem = refs
           if two_waits:
@@ -354,10 +384,14 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
             at(p_all)[...] = _taylor_scores(q_smem, k_smem)
           plgpu.commit_smem()
 
+          # With overlap_output the k side's first two feature products run with the outputs.
+          also = first_products(k_smem, mats_smem, "k", at) if overlap_output else None
           out = chunk_output(
               [at(phi_smem, g) for g in range(_G)], [at(sb_smem, g) for g in range(_G)],
               [at(ksb_smem, g) for g in range(_G)], at(p_all), v_smem, at(ones_all),
-              ncols=ncols, normalize=normalize, eps=eps)                # [64, ncols] f32
+              ncols=ncols, normalize=normalize, eps=eps, also=also)     # [64, ncols] f32
+          if overlap_output:
+            out, k_first = out
           # The output tile leaves through our own buffer: the pipeline's predicated output
           # copies are not supported by the CPU interpreter.
           plgpu.wait_smem_to_gmem(0, wait_read_only=True)
@@ -372,7 +406,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         if two_waits:
           _build_features_two_waits(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem, at=at)
         else:
-          _build_features(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem, at=at)
+          _build_features(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem, at=at,
+                          first=k_first)
         for g in range(_G):
           plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)
           if need_ks:

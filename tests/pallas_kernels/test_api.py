@@ -129,6 +129,10 @@ def test_config_rejects_bad_values():
     KernelConfig(schedule="warps")
   with pytest.raises(ValueError, match="feature_waits"):
     KernelConfig(feature_waits=1)
+  with pytest.raises(ValueError, match="overlap_output needs feature_waits=3"):
+    KernelConfig(overlap_output=True, feature_waits=2)
+  with pytest.raises(ValueError, match="fresh_views must be a bool"):
+    KernelConfig(fresh_views=1)
 
 
 def test_key_sums_xla_is_the_sum_of_psi_k():

@@ -57,6 +57,7 @@ _needs_cpus = pytest.mark.skipif(
 VARIANTS = [pytest.param({}, id="single"),
             pytest.param({"feature_waits": 2}, id="two_waits"),
             pytest.param({"fresh_views": False}, id="static_views"),
+            pytest.param({"overlap_output": True}, id="overlap_output"),
             pytest.param({"schedule": "groups"}, id="groups", marks=_needs_cpus)]
 
 
@@ -88,8 +89,8 @@ def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_st
 
 
 @pytest.mark.parametrize("variant", [{}, {"feature_waits": 2}, {"fresh_views": False},
-                                     {"schedule": "groups"}],
-                         ids=["single", "two_waits", "static_views", "groups"])
+                                     {"overlap_output": True}, {"schedule": "groups"}],
+                         ids=["single", "two_waits", "static_views", "overlap_output", "groups"])
 @pytest.mark.parametrize("normalize,with_state,key_sums", [(True, True, "kernel"),
                                                            (False, True, "kernel"),
                                                            (False, False, "xla")])
