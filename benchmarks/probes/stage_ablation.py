@@ -16,8 +16,8 @@ KERNEL = pathlib.Path(__file__).resolve().parents[2] / "pallas_kernels/based_att
 
 _EDITS = [
     ('_WGMMA = plgpu.Layout.WGMMA\n', '_WGMMA = plgpu.Layout.WGMMA\nSKIP = set()\n'),
-    ('  at: how scratch views are taken (static_at or fresh_at).\n  """\n',
-     '  at: how scratch views are taken (static_at or fresh_at).\n  """\n'
+    ('  `first_products` (X @ M_tile, X @ M_shift0), already computed by the caller.\n  """\n',
+     '  `first_products` (X @ M_tile, X @ M_shift0), already computed by the caller.\n  """\n'
      '  if ("feat_" + side) in SKIP:\n    plgpu.commit_smem()\n    return\n'),
     ('            at(p_all)[...] = _taylor_scores(q_smem, k_smem)\n',
      '            if "scores" not in SKIP:\n'
