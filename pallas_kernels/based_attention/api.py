@@ -130,10 +130,17 @@ def _to_psi(kv, ks):
   return kv_psi, ks_psi
 
 
+def _as_gather(m, *, every_row: bool = False):
+  """(source, scale) with m @ x = x[source] * scale, for m with at most one nonzero per row
+  (exactly one with every_row)."""
+  nonzeros = np.count_nonzero(m, axis=1)
+  assert np.all(nonzeros == 1) if every_row else np.all(nonzeros <= 1)
+  source = np.argmax(np.abs(m), axis=1)
+  return source, m[np.arange(m.shape[0]), source].astype(np.float32)
+
+
 # Every row of TO_273 has one nonzero: each 273-layout row is one psi row times a constant.
-_TO_273_SOURCE = np.argmax(np.abs(features.TO_273), axis=1)              # [273] psi row
-_TO_273_SCALE = features.TO_273[np.arange(EXPANDED_DIM), _TO_273_SOURCE]  # [273]
-assert np.array_equal(np.count_nonzero(features.TO_273, axis=1), np.ones(EXPANDED_DIM))
+_TO_273_SOURCE, _TO_273_SCALE = _as_gather(features.TO_273, every_row=True)  # [273] psi row
 
 
 def _from_psi(kv_psi, ks_psi=None):
@@ -180,55 +187,48 @@ def _kernel_init(s_start, ks_start, *, with_ks: bool = True):
 BACKENDS = {"kernel": kernel.segment_call, "reference": reference.segment_call}
 
 
-def _psi_gather():
-  """(rows, a, b, scale) with psi_k row r summed over tokens = scale * (sum_t k_a k_b)."""
-  rows, first, second, scales = [], [], [], []
+def _gram_to_psi():
+  """[192, 273] map from src = [sum k k^T flattened (256), sum k (16), token count (1)] to the
+  psi key sums sum_t psi_k(k_t): psi row 16 d + a holds k_a k_{(a + d) % 16} (d = 0..8), scaled
+  1/8 on the diagonals d = 0 and 8 and 1/4 elsewhere; the linear rows hold k / 2, the constant
+  row the count."""
+  f = features.FEATURE_DIM
+  m = np.zeros((features.PSI_DIM, f * f + f + 1))
   for d in range(9):
-    for a in range(features.FEATURE_DIM):
-      rows.append(16 * d + a)
-      first.append(a)
-      second.append((a + d) % features.FEATURE_DIM)
-      scales.append(0.125 if d in (0, 8) else 0.25)
-  return (np.array(rows), np.array(first), np.array(second), np.array(scales, np.float32))
+    for a in range(f):
+      m[f * d + a, a * f + (a + d) % f] = 0.125 if d in (0, 8) else 0.25
+  m[features.LINEAR_ROW + np.arange(f), f * f + np.arange(f)] = 0.5
+  m[features.CONST_ROW, f * f + f] = 1.0
+  return m
+
+
+_GRAM_TO_PSI = _gram_to_psi()                                            # [192, 273]
+_PSI_SOURCE, _PSI_SCALE = _as_gather(_GRAM_TO_PSI)
+# Each row of TO_273 @ _GRAM_TO_PSI has exactly one nonzero: the 273-layout key state is a
+# scaled gather of src.
+_GRAM_TO_273_SOURCE, _GRAM_TO_273_SCALE = _as_gather(features.TO_273 @ _GRAM_TO_PSI,
+                                                     every_row=True)
+
+
+def _gram_source(gram, lin, count):
+  """src [..., 273] = [gram [..., 16, 16] flattened, lin [..., 16], count (a number)]."""
+  f = features.FEATURE_DIM
+  count = jnp.full(lin.shape[:-1] + (1,), count, jnp.float32)           # [..., 1]
+  return jnp.concatenate([gram.reshape(gram.shape[:-2] + (f * f,)), lin, count], axis=-1)
 
 
 def psi_key_sums(gram, lin, count):
   """sum_t psi_k(k_t) [..., 192] from gram [..., 16, 16] = sum_t k_t k_t^T, lin [..., 16] =
-  sum_t k_t and the token count (a number or an array broadcasting to [...])."""
-  rows, a, b, scale = _psi_gather()
-  out = jnp.zeros(gram.shape[:-2] + (features.PSI_DIM,), jnp.float32)    # [..., 192]
-  out = out.at[..., rows].set(gram[..., a, b] * scale)
-  start = features.LINEAR_ROW
-  out = out.at[..., start:start + features.FEATURE_DIM].set(0.5 * lin)
-  return out.at[..., features.CONST_ROW].set(count)
-
-
-def _gram_to_273():
-  """(source [273], scale [273]): the 273-layout key state of `src` = [sum k k^T flattened
-  (256), sum k (16), token count (1)] is src[..., source] * scale (psi_key_sums composed with
-  TO_273, each row of which has one nonzero)."""
-  f = features.FEATURE_DIM
-  rows, a, b, scales = _psi_gather()
-  to_psi = np.zeros((features.PSI_DIM, f * f + f + 1))                  # [192, 273] psi <- src
-  to_psi[rows, a * f + b] = scales
-  to_psi[features.LINEAR_ROW + np.arange(f), f * f + np.arange(f)] = 0.5
-  to_psi[features.CONST_ROW, f * f + f] = 1.0
-  m = features.TO_273 @ to_psi                                           # [273, 273]
-  assert np.array_equal(np.count_nonzero(m, axis=1), np.ones(EXPANDED_DIM))
-  source = np.argmax(np.abs(m), axis=1)
-  return source, m[np.arange(EXPANDED_DIM), source].astype(np.float32)
-
-
-_GRAM_TO_273_SOURCE, _GRAM_TO_273_SCALE = _gram_to_273()
+  sum_t k_t and the token count (a number)."""
+  src = _gram_source(gram, lin, count)                                    # [..., 273]
+  return src[..., _PSI_SOURCE] * jnp.asarray(_PSI_SCALE)                  # [..., 192]
 
 
 def key_state_from_gram_rows(rows, count):
   """The kernel's gram_sums output [..., 64, 16] (rows 0..15: sum k k^T, row 16: sum k) and the
   token count (a number) -> the 273-layout key state sum_t phi(k_t) [..., 273]: one gather."""
   f = features.FEATURE_DIM
-  gram = rows[..., :f, :].reshape(rows.shape[:-2] + (f * f,))            # [..., 256]
-  count = jnp.full(rows.shape[:-2] + (1,), count, jnp.float32)          # [..., 1]
-  src = jnp.concatenate([gram, rows[..., f, :], count], axis=-1)         # [..., 273]
+  src = _gram_source(rows[..., :f, :], rows[..., f, :], count)            # [..., 273]
   return src[..., _GRAM_TO_273_SOURCE] * jnp.asarray(_GRAM_TO_273_SCALE)  # [..., 273]
 
 
