@@ -172,11 +172,12 @@ class BasedLM(nn.Module):
   config: BasedConfig; dtype: compute dtype (float32 or bfloat16), params are cast to it at use;
   la_impl: linear-attention implementation passed to based_jax.ops.linear_attention.
   attn_impl: softmax-attention prefill (full MHA and sliding window): "auto" (the default:
-    "cudnn" where it can run, else "xla"), "xla" (a key-block scan for MHA, banded blocks for
-    the window; any backend) or "cudnn" (cuDNN flash attention, with a sliding window for SWA,
-    for unpadded batches on NVIDIA GPUs, bf16/fp16; an error where it cannot run). On the H200
-    (attn-360m, bf16, 8000-token prompts) cuDNN measured 70.95 ms at B = 4 where the scan
-    took 574 ms (docs/benchmarks.md).
+    "cudnn" for unpadded batches where it can run, else "xla"), "xla" (a key-block scan for MHA,
+    banded blocks for the window; any backend) or "cudnn" (cuDNN flash attention, with a
+    sliding window for SWA, on NVIDIA GPUs in bf16/fp16, for every batch: left-padded rows are
+    rolled to right padding and masked by sequence lengths, mixers.mha.fused_attention; an error
+    where it cannot run). On the H200 (attn-360m, bf16, 8000-token prompts) cuDNN measured
+    70.95 ms at B = 4 where the scan took 574 ms (docs/benchmarks.md).
   """
 
   config: BasedConfig

@@ -11,7 +11,7 @@ position: [B] int32; index: [] int32 absolute index of the decoded token.
 from based_jax.mixers.base_conv import BaseConv, ConvCache, causal_depthwise_conv
 from based_jax.mixers.linear_attention import LinearAttention
 from based_jax.mixers.mha import (ATTENTION_IMPLS, MHA, KVCache, cache_attention, causal_attention,
-                                  flash_causal_attention)
+                                  flash_causal_attention, fused_attention)
 from based_jax.mixers.sliding_window import (SlidingWindowAttention, banded_attention,
                                              window_attention)
 
@@ -28,5 +28,6 @@ __all__ = [
     "causal_attention",
     "causal_depthwise_conv",
     "flash_causal_attention",
+    "fused_attention",
     "window_attention",
 ]

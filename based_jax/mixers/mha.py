@@ -4,9 +4,10 @@
     o_i = softmax_j(q_i . k_j * scale) v_j over the allowed keys;     y = out_proj(o)
 
 Prefill runs a flash-style scan over key blocks (online softmax), so memory is O(L * block),
-never [L, L] (impl "xla"); impl "cudnn" hands unpadded batches to cuDNN's fused flash attention
-(`jax.nn.dot_product_attention`, NVIDIA GPUs, bf16/fp16) and keeps the scan for left-padded ones;
-impl "auto" (the default) takes cuDNN wherever "cudnn" would and the scan everywhere else.
+never [L, L] (impl "xla"); impl "cudnn" hands every batch to cuDNN's fused flash attention
+(`jax.nn.dot_product_attention`, NVIDIA GPUs, bf16/fp16; see fused_attention for left-padded
+ones); impl "auto" (the default) takes cuDNN for unpadded batches where it can run and the scan
+everywhere else.
 Decoding keeps a KV cache of `max_length` rotated keys and values, written at the absolute index
 of each token; pad slots are invalid. Softmax statistics are fp32.
 """
@@ -94,28 +95,68 @@ def cudnn_unavailable_reason(dtype, head_dim: int) -> str | None:
 def use_cudnn(impl: str, q: jax.Array, key_valid) -> bool:
   """Whether attention impl `impl` runs this call on cuDNN.
 
-  impl "cudnn" takes unpadded batches (key_valid None) and leaves padded ones to XLA; it raises
-  a ValueError where cuDNN cannot run (cudnn_unavailable_reason). "auto" takes cuDNN wherever
-  "cudnn" would, "xla" never. q: [B, L, H, D] in the compute dtype.
+  impl "cudnn" takes every batch, left-padded ones included (fused_attention), and raises a
+  ValueError where cuDNN cannot run (cudnn_unavailable_reason). "auto" takes cuDNN for unpadded
+  batches (key_valid None) where it can run; padded ones stay on XLA under "auto" until the
+  padded cuDNN path has been checked on the GPU. "xla" never. q: [B, L, H, D], compute dtype.
   """
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}; got {impl!r}")
-  if impl == "xla" or key_valid is not None:
+  if impl == "xla":
     return False
   reason = cudnn_unavailable_reason(q.dtype, q.shape[-1])
-  if reason is not None and impl == "cudnn":
-    raise ValueError(f"attn_impl='cudnn': {reason}")
-  return reason is None
+  if impl == "cudnn":
+    if reason is not None:
+      raise ValueError(f"attn_impl='cudnn': {reason}")
+    return True
+  return reason is None and key_valid is None
+
+
+def _roll_rows(x: jax.Array, shift: jax.Array) -> jax.Array:
+  """Row b of x moved left by shift[b] places, cyclically: out[b, t] = x[b, (t + shift[b]) % L].
+
+  x: [B, L, ...]; shift: [B] int -> [B, L, ...].
+  """
+  length = x.shape[1]
+  src = (jnp.arange(length, dtype=jnp.int32)[None, :] + shift[:, None]) % length  # [B, L]
+  src = src.reshape(src.shape + (1,) * (x.ndim - 2))  # [B, L, 1, ...]
+  return jnp.take_along_axis(x, src, axis=1)
+
+
+def fused_attention(q, k, v, key_valid, *, scale: float, window_left: int | None = None,
+                    implementation: str = "cudnn") -> jax.Array:
+  """Causal attention (keys j in [i - window_left, i] when window_left is set) by
+  `jax.nn.dot_product_attention(implementation=...)`.
+
+  q, k, v: [B, L, H, D]; key_valid: [B, L] bool, LEFT padding (pads first), or None
+  -> [B, L, H, D]. cuDNN masks padding only at the end of a row, through sequence lengths, so a
+  left-padded row is rolled left by its pad count (real tokens first, pads last), attended with
+  query and key lengths = its real tokens, and rolled back; outputs at pads are zero. Rolling
+  moves every real token by the same amount, so causality and the window are unchanged.
+  """
+  window = None if window_left is None else (window_left, 0)
+  if key_valid is None:
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+                                        local_window_size=window,
+                                        implementation=implementation)  # [B, L, H, D]
+  lengths = jnp.sum(key_valid, axis=1, dtype=jnp.int32)  # [B] real tokens
+  num_pad = q.shape[1] - lengths  # [B]
+  q_r, k_r, v_r = (_roll_rows(x, num_pad) for x in (q, k, v))  # [B, L, H, D], pads last
+  o = jax.nn.dot_product_attention(q_r, k_r, v_r, scale=scale, is_causal=True,
+                                   query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+                                   local_window_size=window,
+                                   implementation=implementation)  # [B, L, H, D]
+  o = _roll_rows(o, -num_pad)  # [B, L, H, D], pads first again
+  return jnp.where(key_valid[:, :, None, None], o, 0).astype(v.dtype)
 
 
 def causal_attention(q, k, v, key_valid, *, scale: float, precision, impl: str) -> jax.Array:
   """Causal softmax attention through `impl` (see use_cudnn); otherwise the key-block scan.
 
-  q, k, v: [B, L, H, D]; key_valid: [B, L] or None -> [B, L, H, D].
+  q, k, v: [B, L, H, D]; key_valid: [B, L] (left padding) or None -> [B, L, H, D].
   """
   if use_cudnn(impl, q, key_valid):
-    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
-                                        implementation="cudnn")  # [B, L, H, D]
+    return fused_attention(q, k, v, key_valid, scale=scale)  # [B, L, H, D]
   return flash_causal_attention(q, k, v, key_valid, scale=scale, precision=precision)
 
 

@@ -5,9 +5,10 @@ w + 1 keys including itself. Rotary and projections are those of MHA (mixers/mha
 
 Prefill (impl "xla") splits the sequence into blocks of C >= w queries; block n attends to the
 keys of blocks n-1 and n (2C keys), masked to the band, so no [L, L] buffer exists. impl "cudnn"
-hands unpadded batches to cuDNN's fused flash attention with a sliding window (left window w,
-`jax.nn.dot_product_attention(local_window_size=(w, 0))`) and keeps the banded path for
-left-padded ones; "auto" (the default) takes cuDNN wherever "cudnn" would (mha.use_cudnn).
+hands every batch to cuDNN's fused flash attention with a sliding window (left window w,
+`jax.nn.dot_product_attention(local_window_size=(w, 0))`; left-padded batches as in
+mha.fused_attention); "auto" (the default) takes cuDNN for unpadded batches where it can run
+(mha.use_cudnn) and the banded path everywhere else.
 Decoding keeps a ring of the last w + 1 rotated keys/values: the token at absolute index j lives
 in slot j % (w + 1).
 """
@@ -15,7 +16,7 @@ in slot j % (w + 1).
 import jax
 import jax.numpy as jnp
 
-from based_jax.mixers.mha import KVCache, SoftmaxAttentionBase, use_cudnn
+from based_jax.mixers.mha import KVCache, SoftmaxAttentionBase, fused_attention, use_cudnn
 
 _NEG = -1e30
 _MIN_BLOCK = 32
@@ -64,9 +65,8 @@ def window_attention(q, k, v, key_valid, *, window_left: int, scale: float, prec
   """Sliding-window attention through `impl` (cuDNN or banded_attention; see the module
   docstring). q, k, v: [B, L, H, D]; key_valid: [B, L] bool or None -> [B, L, H, D]."""
   if use_cudnn(impl, q, key_valid):
-    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
-                                        local_window_size=(window_left, 0),
-                                        implementation="cudnn")  # [B, L, H, D]
+    return fused_attention(q, k, v, key_valid, scale=scale,
+                           window_left=window_left)  # [B, L, H, D]
   return banded_attention(q, k, v, key_valid, window_left=window_left, scale=scale,
                           precision=precision)
 

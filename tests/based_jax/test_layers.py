@@ -12,7 +12,7 @@ from based_jax.config import BasedConfig
 from based_jax.layers import RMSNorm, SwiGLU, apply_rotary, rotary_cos_sin
 from based_jax.mixers import (MHA, BaseConv, LinearAttention, SlidingWindowAttention,
                               banded_attention, causal_attention, flash_causal_attention,
-                              window_attention)
+                              fused_attention, window_attention)
 from tests.float64_reference import linear_attention_f64
 
 F32 = dict(rtol=2e-5, atol=2e-5)
@@ -246,15 +246,81 @@ def test_auto_attention_is_the_scan_where_cudnn_cannot_run(dtype, head_dim):
   np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
 
 
-def test_cudnn_attention_keeps_padded_batches_on_the_scan():
-  q, k, v = _attention_inputs(23, jnp.float32)
+def test_auto_attention_keeps_padded_batches_on_the_scan_and_cudnn_takes_them():
+  """Padded batches: "auto" is the scan bit for bit (also on a GPU); "cudnn" takes them too, so
+  off the GPU it is the named error, not a silent scan."""
+  q, k, v = _attention_inputs(23, jnp.bfloat16)
   valid = np.ones((2, 23), bool)
   valid[1, :5] = False
-  got = causal_attention(q, k, v, jnp.asarray(valid), scale=0.125,
-                         precision=jax.lax.Precision.HIGHEST, impl="cudnn")
-  want = flash_causal_attention(q, k, v, jnp.asarray(valid), scale=0.125,
-                                precision=jax.lax.Precision.HIGHEST)
-  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  got = causal_attention(q, k, v, jnp.asarray(valid), scale=0.125, precision=None, impl="auto")
+  want = flash_causal_attention(q, k, v, jnp.asarray(valid), scale=0.125, precision=None)
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+  if jax.default_backend() != "gpu":
+    with pytest.raises(ValueError, match=r"attn_impl='cudnn'.*GPU"):
+      causal_attention(q, k, v, jnp.asarray(valid), scale=0.125, precision=None, impl="cudnn")
+
+
+def _left_padded_valid(length, pads):
+  valid = np.ones((len(pads), length), bool)
+  for row, pad in enumerate(pads):
+    valid[row, :pad] = False
+  return valid
+
+
+def test_roll_rows_moves_each_row_by_its_own_shift():
+  from based_jax.mixers.mha import _roll_rows
+  x = np.random.default_rng().standard_normal((3, 11, 2, 4)).astype(np.float32)
+  shift = np.array([0, 4, 10])
+  got = np.asarray(_roll_rows(jnp.asarray(x), jnp.asarray(shift, jnp.int32)))
+  for row in range(3):
+    np.testing.assert_array_equal(got[row], np.roll(x[row], -shift[row], axis=0))
+  back = np.asarray(_roll_rows(jnp.asarray(got), -jnp.asarray(shift, jnp.int32)))
+  np.testing.assert_array_equal(back, x)
+
+
+@pytest.mark.parametrize("window_left", [None, 1, 6, 40])
+@pytest.mark.parametrize("length, pads", [(1, (0,)), (29, (0, 7, 28)), (64, (63, 1, 0))])
+def test_fused_attention_on_left_padded_rows_vs_float64(length, pads, window_left):
+  """The roll to right padding + sequence lengths, through JAX's own XLA implementation of the
+  same call (cuDNN needs the GPU: the gpu test below), against dense float64 attention over each
+  row's real tokens; pad outputs are exactly zero."""
+  r = np.random.default_rng()
+  q, k, v = (r.standard_normal((len(pads), length, 2, 8)).astype(np.float32) for _ in range(3))
+  valid = _left_padded_valid(length, pads)
+  got = np.asarray(fused_attention(*(jnp.asarray(x) for x in (q, k, v)), jnp.asarray(valid),
+                                   scale=0.3, window_left=window_left, implementation="xla"))
+  allowed = window_allowed(length, length if window_left is None else window_left, valid)
+  allowed = allowed | (~allowed.any(-1, keepdims=True) & np.eye(length, dtype=bool))  # pad rows
+  want = np_masked_attention(*(a.astype(np.float64) for a in (q, k, v)), 0.3, allowed)
+  real = valid[:, :, None, None] & np.ones_like(want, bool)
+  np.testing.assert_allclose(got[real], want[real], **F32)
+  assert (got[~real] == 0).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("window_left", [None, 64])
+@pytest.mark.parametrize("length, pads", [(77, (0, 30)), (1000, (999, 333)), (4096, (0, 4000))])
+def test_cudnn_attention_on_left_padded_rows_matches_float64_on_gpu(length, pads, window_left):
+  """cuDNN with sequence lengths (bf16) on left-padded rows, through both attention entry
+  points, against float64 dense attention over each row's real tokens."""
+  r = np.random.default_rng()
+  q, k, v = (jnp.asarray(r.standard_normal((len(pads), length, 4, 64)), jnp.bfloat16)
+             for _ in range(3))
+  valid = _left_padded_valid(length, pads)
+  if window_left is None:
+    got = causal_attention(q, k, v, jnp.asarray(valid), scale=0.125, precision=None,
+                           impl="cudnn")
+  else:
+    got = window_attention(q, k, v, jnp.asarray(valid), window_left=window_left, scale=0.125,
+                           precision=None, impl="cudnn")
+  got = np.asarray(got, np.float64)
+  allowed = window_allowed(length, length if window_left is None else window_left, valid)
+  allowed = allowed | (~allowed.any(-1, keepdims=True) & np.eye(length, dtype=bool))
+  want = np_masked_attention(*(np.asarray(x, np.float64) for x in (q, k, v)), 0.125, allowed)
+  real = valid[:, :, None, None] & np.ones_like(want, bool)
+  err = np.linalg.norm(got[real] - want[real]) / np.linalg.norm(want[real])
+  assert err <= 1e-2, err
+  assert (got[~real] == 0).all()
 
 
 @pytest.mark.gpu
@@ -275,7 +341,7 @@ def test_cudnn_attention_matches_the_float32_scan_on_gpu(length, impl):
 
 def test_cudnn_window_attention_refuses_where_cudnn_cannot_run_and_auto_is_banded():
   """Off the GPU (or in float32) "cudnn" is a named error and "auto" the banded path, bit for
-  bit; padded batches take the banded path under "cudnn" too."""
+  bit; padded batches take the banded path under "auto"."""
   q, k, v = _attention_inputs(29, jnp.float32)
   kw = dict(window_left=8, scale=0.125, precision=jax.lax.Precision.HIGHEST)
   with pytest.raises(ValueError, match=r"attn_impl='cudnn'.*bfloat16"):
@@ -285,7 +351,7 @@ def test_cudnn_window_attention_refuses_where_cudnn_cannot_run_and_auto_is_bande
   valid = np.ones((2, 29), bool)
   valid[0, :7] = False
   np.testing.assert_array_equal(
-      np.asarray(window_attention(q, k, v, jnp.asarray(valid), impl="cudnn", **kw)),
+      np.asarray(window_attention(q, k, v, jnp.asarray(valid), impl="auto", **kw)),
       np.asarray(banded_attention(q, k, v, jnp.asarray(valid), **kw)))
   if jax.default_backend() != "gpu":
     qb, kb, vb = (x.astype(jnp.bfloat16) for x in (q, k, v))
