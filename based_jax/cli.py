@@ -19,6 +19,7 @@ from pathlib import Path
 
 DTYPES = ("bfloat16", "float32")
 IMPLS = ("auto", "reference", "chunked", "pallas", "ffi")
+ATTN_IMPLS = ("auto", "xla", "cudnn")  # = mixers.ATTENTION_IMPLS, not imported: --help stays light
 BENCHMARKS = ("e2e", "kernels")
 DEFAULT_MAX_PROMPT_TOKENS = 8192
 EXIT_USAGE = 2
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
   gen.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="compute dtype")
   gen.add_argument("--impl", choices=IMPLS, default="auto",
                    help="linear-attention implementation (default auto)")
+  gen.add_argument("--attn-impl", choices=ATTN_IMPLS, default="auto",
+                   help="softmax attention (sliding window, full MHA) in the prompt pass: auto "
+                   "(cuDNN for unpadded batches on a GPU in bf16, else XLA), xla, or cudnn "
+                   "(cuDNN for every batch, left-padded prompt buckets included; an error where "
+                   "it cannot run)")
   gen.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
                    help="tokenizer: a directory, a hub id, or 'byte' (default: the checkpoint "
                    "directory's own files, else config.json's \"tokenizer\", else gpt2)")
@@ -131,14 +137,30 @@ def _check_generate_args(args) -> None:
     raise UsageError("--stop must not be empty")
 
 
-def _load_model(name: str, dtype: str, impl: str):
+def _load_model(name: str, dtype: str, impl: str, attn_impl: str = "auto"):
   """(model, params) from a checkpoint directory or hub id; params stored in `dtype`."""
   import jax.numpy as jnp
 
   from based_jax import pretrained
 
   jdtype = getattr(jnp, dtype)
-  return pretrained.from_pretrained(name, dtype=jdtype, param_dtype=jdtype, la_impl=impl)
+  return pretrained.from_pretrained(name, dtype=jdtype, param_dtype=jdtype, la_impl=impl,
+                                    attn_impl=attn_impl)
+
+
+def _check_attn_impl(model, attn_impl: str) -> None:
+  """--attn-impl cudnn where cuDNN cannot run: a usage error before generating, not a traceback
+  from inside the compiled program. Models without softmax-attention layers ignore the flag."""
+  if attn_impl != "cudnn":
+    return
+  from based_jax.mixers.mha import cudnn_unavailable_reason
+
+  kinds = getattr(model.config, "layer_types", ())
+  if not any(kind in ("sliding_window", "mha") for kind in kinds):
+    return
+  reason = cudnn_unavailable_reason(model.dtype, model.config.head_dim)
+  if reason is not None:
+    raise UsageError(f"--attn-impl cudnn: {reason}")
 
 
 class _Streamer:
@@ -200,16 +222,17 @@ def cmd_generate(args, out=None, err=None) -> int:
 
   t0 = time.perf_counter()
   try:
-    model, params = _load_model(args.model, args.dtype, args.impl)
+    model, params = _load_model(args.model, args.dtype, args.impl, args.attn_impl)
   except (OSError, ValueError) as e:
     raise UsageError(f"could not load the model {args.model!r}: {e}") from e
   load_s = time.perf_counter() - t0
+  _check_attn_impl(model, args.attn_impl)
   model_vocab = model.config.vocab_size_padded
   if tokenizer.vocab_size > model_vocab:
     raise UsageError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
                      f"{model_vocab}; pass the checkpoint's tokenizer with --tokenizer")
-  print(f"[based-jax] loaded {args.model} ({args.dtype}, impl={args.impl}) in {load_s:.1f} s",
-        file=err)
+  print(f"[based-jax] loaded {args.model} ({args.dtype}, impl={args.impl}, "
+        f"attn_impl={args.attn_impl}) in {load_s:.1f} s", file=err)
 
   eos = None if args.ignore_eos else tokenizer.eos_token_id
   for batch, (input_ids, mask) in encoded:

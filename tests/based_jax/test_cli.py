@@ -54,8 +54,11 @@ def test_generate_help_lists_options(capsys):
   assert exc.value.code == 0
   text = capsys.readouterr().out
   for flag in ("--model", "--prompt-file", "--max-new-tokens", "--temperature", "--top-k",
-               "--top-p", "--seed", "--batch-size", "--dtype", "--impl", "--max-prompt-tokens"):
+               "--top-p", "--seed", "--batch-size", "--dtype", "--impl", "--attn-impl",
+               "--max-prompt-tokens"):
     assert flag in text
+  from based_jax.mixers import ATTENTION_IMPLS
+  assert cli.ATTN_IMPLS == ATTENTION_IMPLS
 
 
 def test_bench_help_and_convert_routing(capsys):
@@ -181,3 +184,15 @@ def test_generate_without_model_uses_the_shipped_offline_model(capsys, monkeypat
   assert captured.out.startswith("The ")
   assert len(captured.out.rstrip("\n")) > len("The ")
   assert "byte-based" in captured.err and "decode" in captured.err
+
+
+def test_generate_attn_impl_cudnn_where_it_cannot_run_is_a_usage_error(capsys, monkeypatch):
+  """float32 never runs on cuDNN: one error line naming the flag, on any backend."""
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  assert cli.main(["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype",
+                   "float32", "--attn-impl", "cudnn"]) == 2
+  err = capsys.readouterr().err
+  assert "--attn-impl cudnn: cuDNN flash attention takes bfloat16" in err
+  assert cli.main(["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype",
+                   "float32", "--attn-impl", "xla"]) == 0
+  assert "attn_impl=xla" in capsys.readouterr().err
