@@ -97,6 +97,10 @@ def parse_args(argv=None):
   parser.add_argument("--memory-after", type=int, default=3,
                       help="run the --memory-lengths compiles after this many based-360m batch "
                       "sizes (default 3: after the targets)")
+  parser.add_argument("--left-pad", type=int, default=0, metavar="N",
+                      help="mask the first N prompt tokens of every odd row as left padding, so "
+                      "generate() takes the masked path of prompt-bucketed calls (default 0: no "
+                      "mask; the targets apply to unmasked runs only)")
   parser.add_argument("--time-budget-s", type=float, default=float("inf"),
                       help="skip configs that would start after this many seconds")
   parser.add_argument("--trace", default=None, metavar="DIR",
@@ -260,24 +264,41 @@ def program_bytes() -> int | None:
              + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
 
 
+def left_pad_mask(batch: int, length: int, left_pad: int) -> np.ndarray | None:
+  """[B, L] int32 attention mask with the first `left_pad` tokens of odd rows masked, or None
+  when left_pad is 0."""
+  if left_pad == 0:
+    return None
+  if not 0 < left_pad < length:
+    raise ValueError(f"--left-pad must be in [0, prompt length {length}); got {left_pad}")
+  mask = np.ones((batch, length), np.int32)
+  mask[1::2, :left_pad] = 0
+  return mask
+
+
 def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
-               repeats: int, trace_dir: str | None = None) -> dict:
+               repeats: int, trace_dir: str | None = None, left_pad: int = 0) -> dict:
   from based_jax.generation import generate
 
   ids = np.random.default_rng(batch).integers(1, vocab, size=(batch, length)).astype(np.int32)
-  first = generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
+  mask = left_pad_mask(batch, length, left_pad)
+
+  def once():
+    return generate(model, params, ids, mask, max_new_tokens=steps, prompt_buckets=None)
+
+  first = once()
   assert first.steps == steps and (first.lengths == steps).all()
   runs = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    out = generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
+    out = once()
     total = time.perf_counter() - t0
     runs.append((out.prefill_s, total, out.decode_s))
   if trace_dir:
     import jax
 
     with jax.profiler.trace(trace_dir):
-      generate(model, params, ids, max_new_tokens=steps, prompt_buckets=None)
+      once()
   prefill = float(np.median([r[0] for r in runs]))
   decode = float(np.median([r[2] for r in runs]))
   step = decode / (steps - 1) if steps > 1 else float("nan")
@@ -476,7 +497,7 @@ def main(argv=None) -> int:
   limit, _ = device_memory()
   results = {"device": getattr(device, "device_kind", str(device)), "backend": device.platform,
              "jax": jax.__version__, "python": platform.python_version(), "impl": args.impl,
-             "attn_impl": args.attn_impl,
+             "attn_impl": args.attn_impl, "left_pad": args.left_pad,
              "prompt_len": length, "decode_steps": args.decode_steps, "repeats": args.repeats,
              "peak_flops": PEAK_FLOPS, "peak_bytes_per_s": PEAK_BYTES, "smoke": args.smoke,
              "configs": [], "memory_vs_length": [], "skipped": []}
@@ -516,7 +537,8 @@ def main(argv=None) -> int:
       row["la_impl_resolved"] = resolved_impl(config, model.la_impl, batch, length)
       try:
         row.update(run_config(model, params, config.vocab_size, batch, length, args.decode_steps,
-                              args.repeats, trace_dir=None if results["configs"] else args.trace))
+                              args.repeats, trace_dir=None if results["configs"] else args.trace,
+                              left_pad=args.left_pad))
         last_compile = row["compile_s"]
       except Exception as e:  # pylint: disable=broad-except  # OOM is a result, not a crash
         message = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
@@ -530,12 +552,12 @@ def main(argv=None) -> int:
           row["impl"] = model.la_impl
           row["la_impl_resolved"] = resolved_impl(config, model.la_impl, batch, length)
           row.update(run_config(model, params, config.vocab_size, batch, length,
-                                args.decode_steps, args.repeats))
+                                args.decode_steps, args.repeats, left_pad=args.left_pad))
           last_compile = row["compile_s"]
         else:
           raise
       for kind, key in (("prefill", "prefill_s"), ("decode_step", "decode_step_s")):
-        target = TARGETS.get((name, kind, batch))
+        target = None if args.left_pad else TARGETS.get((name, kind, batch))
         if target is not None and key in row:
           row[f"{kind}_target_s"] = target
           row[f"{kind}_meets_target"] = bool(row[key] <= target)
