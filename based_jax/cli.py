@@ -32,7 +32,8 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="based-jax",
-      description="Based language models (Arora et al. 2024) in JAX: generate, convert, evaluate, train, bench.")
+      description="Based language models (Arora et al. 2024) in JAX: generate, convert, "
+      "evaluate, train, bench.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
   gen = sub.add_parser(

@@ -43,6 +43,8 @@ VARIANTS = {
     "waves": {"planner": "waves"},          # the segment planner before session 5
     "sm": {"planner": "sm"},                # the segment planner since session 5
     "overlap": {"overlap_output": True},    # k features' first products with the outputs
+    "regs": {"operand_staging": "registers"},  # psi_k^T, Gram left factor, P from registers
+    "smem_t": {"operand_staging": "smem_t"},   # the same values staged in shared memory
 }
 
 

@@ -36,9 +36,9 @@ _EDITS = [
      '            at(o_all)[...] = out.astype(jnp.bfloat16)\n'
      '            plgpu.commit_smem()\n'
      '            plgpu.copy_smem_to_gmem(at(o_all), o_gmem.at[pl.ds(idx[0] * CHUNK, CHUNK)])'),
-    ('        for g in range(_G):\n          plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)',
-     '        for g in range(_G):\n          if "state" in SKIP: break\n'
-     '          plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)'),
+    ('          for g in range(_G):\n            plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)',
+     '          for g in range(_G):\n            if "state" in SKIP: break\n'
+     '            plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)'),
     ('      def store_bf16_state(s_accs, ks_accs, at=static_at):\n',
      '      def store_bf16_state(s_accs, ks_accs, at=static_at):\n'
      '        if "sb_store" in SKIP:\n          plgpu.wgmma_wait(0)\n          return\n'),

@@ -255,6 +255,11 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
 
   Returns (out [B, L, H, Dv] bf16, kv [B, H, 273, Dv] f32, k_state [B, H, 273] f32).
   """
+  if (interpret is not None and backend == "kernel" and config.schedule == "single"
+      and config.operand_staging == "registers"):
+    raise ValueError("KernelConfig(operand_staging='registers') cannot run in the Mosaic GPU "
+                     "interpreter, which takes only shared-memory wgmma A operands; 'smem_t' "
+                     "computes the same values there")
   batch, length, heads, _ = q.shape
   dv = v.shape[-1]
   kernel_ks = normalize or config.key_sums == "kernel"
@@ -275,7 +280,8 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
                 max_concurrent_steps=config.max_concurrent_steps, key_sums=kernel_ks,
                 two_waits=config.feature_waits == 2, interpret=interpret)
   if backend == "kernel" and config.schedule == "single":
-    common.update(fresh_views=config.fresh_views, overlap_output=config.overlap_output)
+    common.update(fresh_views=config.fresh_views, overlap_output=config.overlap_output,
+                  operand_staging=config.operand_staging)
   segment_call = BACKENDS[backend]
   groups = backend == "kernel" and config.schedule == "groups"
   gram_sums = False

@@ -62,6 +62,18 @@ class KernelConfig:
     feature products together with a chunk's output wgmmas and wait for both at once: one
     tensor-core wait less per chunk, two more [64, 64] fp32 values live at it. Not yet timed
     on a GPU (added at the end of session 5, when the session's device time was spent).
+  operand_staging: (single-warpgroup kernel, feature_waits=3, no overlap_output) how the key
+    features psi_k(K), the Gram left factor and the intra-chunk scores P reach the tensor cores:
+    "smem"      - psi_k [tokens, features] and P stored to shared memory, psi_k read
+                  transposed by the state update. The default.
+    "registers" - psi_k^T [features, tokens] built directly by transposed products and fed,
+                  with the left factor^T and P, to the wgmmas from registers: per 64-token
+                  chunk ~80 KB less shared-memory store and read traffic, 16-32 more live
+                  registers. Not yet run on a GPU (written in session 6, which had no device
+                  time); the CPU interpreter cannot run it (it takes only shared-memory A
+                  operands), so it is checked there through "smem_t" and the CUDA lowering.
+    "smem_t"    - psi_k^T and the left factor^T as in "registers", staged in shared memory:
+                  the same values, for the interpreter.
   """
 
   max_value_block: int = 64
@@ -74,6 +86,7 @@ class KernelConfig:
   feature_waits: int = 3
   fresh_views: bool = True
   overlap_output: bool = False
+  operand_staging: str = "smem"
 
   def __post_init__(self):
     if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
@@ -100,6 +113,12 @@ class KernelConfig:
     if self.overlap_output and self.feature_waits != 3:
       raise ValueError("KernelConfig.overlap_output needs feature_waits=3; got "
                        f"feature_waits={self.feature_waits}")
+    if self.operand_staging not in ("smem", "smem_t", "registers"):
+      raise ValueError("KernelConfig.operand_staging must be 'smem', 'smem_t' or 'registers'; "
+                       f"got {self.operand_staging!r}")
+    if self.operand_staging != "smem" and (self.feature_waits != 3 or self.overlap_output):
+      raise ValueError(f"KernelConfig.operand_staging={self.operand_staging!r} needs "
+                       "feature_waits=3 and overlap_output=False")
     if self.max_concurrent_steps < 1:
       raise ValueError(
           f"KernelConfig.max_concurrent_steps must be >= 1; got {self.max_concurrent_steps}")

@@ -20,11 +20,16 @@ Per chunk, with Q, K [64, 16] and V [64, ncols] in shared memory:
   4. bf16 copies of S and KS go to SMEM for the next chunk; o (or o * 1 / (den + eps)) goes out
      by TMA.
 
+KernelConfig.operand_staging "registers" builds psi_k(K)^T directly (transposed products) and
+feeds it, the Gram left factor and P to the wgmmas from registers, skipping their round trip
+through shared memory (steps 1-3 above keep psi_q in SMEM).
+
 All wgmma operands use a 32-byte swizzle with (8, 16) tiles, which every operand here fits
 (K = 16 for Q K^T and the feature products). Inside the chunk loop every scratch view is taken
 through an opaque 0 (`fresh_at`, KernelConfig.fresh_views): computed before the loop, the ~22
-64-bit wgmma descriptors were spilled by the register-bound kernel and reloaded every chunk. The caller (`api.py`) pads L to a multiple of 64,
-splits the sequence into segments, combines per-segment states and converts layouts.
+64-bit wgmma descriptors were spilled by the register-bound kernel and reloaded every chunk.
+The caller (`api.py`) pads L to a multiple of 64, splits the sequence into segments, combines
+per-segment states and converts layouts.
 """
 
 import functools
@@ -42,6 +47,7 @@ _F = features.FEATURE_DIM        # 16
 _G = features.PSI_GROUPS         # 3 groups of 64 psi rows
 _ONES_COLS = 16                  # width of the all-ones operand that yields key sums
 _WGMMA = plgpu.Layout.WGMMA
+OPERAND_STAGINGS = ("smem", "smem_t", "registers")   # see segment_call
 
 
 def _tiled():
@@ -90,6 +96,42 @@ def _mm2(x_smem, mat_i, mat_j):
 
   shape = plgpu.ACC((CHUNK, 64), jnp.float32)
   return pl.run_scoped(body, shape, plgpu.ACC((CHUNK, 64), jnp.float32))
+
+
+def _mm_pairs(*pairs):
+  """[a @ b for (a, b) in pairs] as fp32 [64, 64] arrays: one wgmma per pair, one wait."""
+
+  def body(*accs):
+    for acc, (a, b) in zip(accs, pairs):
+      plgpu.wgmma(acc, a, b)
+    return tuple(acc[...] for acc in accs)
+
+  return pl.run_scoped(body, *[plgpu.ACC((CHUNK, 64), jnp.float32) for _ in pairs])
+
+
+def _build_key_features_t(k_smem, mats_smem, consume, at=static_at):
+  """psi_k(K)^T, the transpose of _build_features(side="k"), group by group, from transposed
+  products M^T @ K^T (A: a feature matrix read transposed, B: the K tile read transposed), so
+  each group comes out as [64 features, 64 tokens]: the A operand of S += psi_k(K)^T @ V as it
+  is, from shared memory or straight from registers (KernelConfig.operand_staging).
+
+  consume(g, psi_t, left_t): called once per group with psi_t, the bf16 group g [64, 64];
+  left_t is None for groups 0 and 1 and, for group 2, the bf16 transposed left factor
+  [K | 1 ... 1]^T (exact in bf16), the A operand of the key Gram sums.
+  """
+  k_t = k_smem.T                                                          # [16, 64 tokens]
+  mat_t = lambda m: at(mats_smem, m).T                                    # [64, 16]
+  tiled_t, shifted = _mm_pairs((mat_t(features.MAT_TILE), k_t),
+                               (mat_t(features.MAT_SHIFT0_K), k_t))      # [64, 64] each
+  consume(0, (tiled_t * shifted).astype(jnp.bfloat16), None)
+  (shifted,) = _mm_pairs((mat_t(features.MAT_SHIFT1), k_t))               # [64, 64]
+  consume(1, (tiled_t * shifted).astype(jnp.bfloat16), None)
+  left, right = _mm_pairs((mat_t(features.MAT_LEFT2), k_t),
+                          (mat_t(features.MAT_RIGHT2_K), k_t))            # [64, 64] each
+  row = plgpu.broadcasted_iota(jnp.int32, (CHUNK, 64), 0, layout=_WGMMA)  # feature index
+  left = left + jnp.where(row >= _F, 1.0, 0.0)
+  right = right + jnp.where(row == 2 * _F, 1.0, 0.0)
+  consume(2, (left * right).astype(jnp.bfloat16), left.astype(jnp.bfloat16))
 
 
 def first_products(x_smem, mats_smem, side: str, at=static_at):
@@ -184,11 +226,39 @@ def _taylor_scores(q_smem, k_smem):
   return _taylor_from_scores(_mm(q_smem, k_smem.T, (CHUNK, CHUNK)))     # [64 q, 64 k]
 
 
+def _key_state_update_t(k_smem, v_smem, mats_smem, phi_smem, left_smem, ones_smem, s_accs,
+                        ks_accs, gram_accs, *, need_ks: bool, use_gram: bool,
+                        in_registers: bool, at=static_at):
+  """Issues S_g += psi_k(K)_g^T @ V (and KS_g += psi_k(K)_g^T @ 1, Gram += left^T @ K) with
+  psi_k^T built by _build_key_features_t. in_registers: each group's wgmmas take it from
+  registers as soon as it exists (the next group's products wait for them); else the groups
+  and left^T go to phi_smem / left_smem first and the wgmmas read them there."""
+
+  def issue(g, psi_t, left_t):
+    plgpu.wgmma(s_accs[g], psi_t, v_smem)
+    if need_ks:
+      plgpu.wgmma(ks_accs[g], psi_t, ones_smem)
+    if use_gram and left_t is not None:
+      plgpu.wgmma(gram_accs[0], left_t, k_smem)                         # [64, 16]
+
+  def stage(g, psi_t, left_t):
+    at(phi_smem, g)[...] = psi_t
+    if use_gram and left_t is not None:
+      left_smem[...] = left_t
+
+  _build_key_features_t(k_smem, mats_smem, issue if in_registers else stage, at=at)
+  if not in_registers:
+    plgpu.commit_smem()
+    for g in range(_G):
+      issue(g, at(phi_smem, g), left_smem if g == _G - 1 else None)
+
+
 def chunk_output(phi, s_bf16, ksb, p_smem, v_smem, ones_smem, *, ncols: int, normalize: bool,
                  eps: float, also=None):
   """o = sum_g phi[g] @ s_bf16[g] + P @ V, divided by den + eps when normalizing, with
   den = sum_g phi[g] @ ksb[g] + P @ 1: fp32 [64 tokens, ncols]. phi, s_bf16, ksb: 3 SMEM refs
   each (psi_q groups, bf16 state groups, bf16 key-sum groups; ksb unused without normalize).
+  p_smem: P [64 q, 64 k] bf16, an SMEM ref or (operand_staging "registers") a register value.
 
   also: None, or (x_smem, mat_i, mat_j): two more products X @ M_i, X @ M_j (fp32 [64, 64])
   issued after the output's wgmmas and waited for with them (one wait for both chains); the
@@ -275,7 +345,7 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
                  normalize: bool, eps: float, emit_output: bool, emit_state: bool,
                  max_concurrent_steps: int, key_sums: bool = True, gram_sums: bool = False,
                  two_waits: bool = False, fresh_views: bool = False, overlap_output: bool = False,
-                 interpret=None):
+                 operand_staging: str = "smem", interpret=None):
   """Runs the kernel over all (head, segment, batch) blocks for value columns [col0, col0+ncols).
 
   q, k: [B, Lp, H, 16] bf16, v: [B, Lp, H, Dv] bf16 with Lp = num_segments * seg_chunks * 64.
@@ -299,6 +369,12 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     across the loop.
   overlap_output: issue the k side's first two feature products with the output's wgmmas and
     wait for both at once (one tensor-core wait less per chunk, 64 more live registers at it).
+  operand_staging: how psi_k(K), the Gram left factor and the intra-chunk P reach the tensor
+    cores: "smem" (psi_k [tokens, features] and P stored to shared memory, psi_k read
+    transposed), "smem_t" (psi_k^T and the left factor^T built by _build_key_features_t and
+    stored to shared memory: the interpretable mirror of "registers"), "registers" (psi_k^T,
+    the left factor^T and P fed to the wgmmas from registers: no shared-memory store and read
+    of them; the CPU interpreter takes only shared-memory A operands).
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
   accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and, if key_sums,
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal) or, with gram_sums, gram
@@ -317,6 +393,14 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   need_ks = normalize or (emit_ks and not use_gram)
   if overlap_output and two_waits:
     raise ValueError("segment_call: overlap_output needs the three-wait feature construction")
+  if operand_staging not in OPERAND_STAGINGS:
+    raise ValueError(f"segment_call: operand_staging must be one of {OPERAND_STAGINGS}; got "
+                     f"{operand_staging!r}")
+  keys_t = operand_staging != "smem"
+  p_in_registers = operand_staging == "registers"
+  if keys_t and (two_waits or overlap_output):
+    raise ValueError(f"segment_call: operand_staging={operand_staging!r} needs the three-wait "
+                     "feature construction without overlap_output")
   overlap_output = overlap_output and emit_output
   out_type = result_types(q, num_segments=num_segments, ncols=ncols, emit_output=emit_output,
                           emit_state=emit_state, emit_ks=emit_ks, gram_sums=gram_sums)
@@ -379,16 +463,21 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
           if two_waits:
             at(p_all)[...] = _build_features_two_waits(q_smem, mats_smem, phi_smem, "q", k_smem,
                                                        at=at)
+            p_operand = at(p_all)
+          elif p_in_registers:
+            _build_features(q_smem, mats_smem, phi_smem, "q", at=at)
+            p_operand = _taylor_scores(q_smem, k_smem)                # bf16 [64, 64] registers
           else:
             _build_features(q_smem, mats_smem, phi_smem, "q", at=at)
             at(p_all)[...] = _taylor_scores(q_smem, k_smem)
+            p_operand = at(p_all)
           plgpu.commit_smem()
 
           # With overlap_output the k side's first two feature products run with the outputs.
           also = first_products(k_smem, mats_smem, "k", at) if overlap_output else None
           out = chunk_output(
               [at(phi_smem, g) for g in range(_G)], [at(sb_smem, g) for g in range(_G)],
-              [at(ksb_smem, g) for g in range(_G)], at(p_all), v_smem, at(ones_all),
+              [at(ksb_smem, g) for g in range(_G)], p_operand, v_smem, at(ones_all),
               ncols=ncols, normalize=normalize, eps=eps, also=also)     # [64, ncols] f32
           if overlap_output:
             out, k_first = out
@@ -401,19 +490,25 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
         else:
           k_smem, v_smem = refs
 
-        # With Gram sums, group 2's left factor goes to p_smem (free once the outputs are done).
-        left_smem = at(p_all) if use_gram else None
-        if two_waits:
-          _build_features_two_waits(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem, at=at)
+        if keys_t:
+          _key_state_update_t(k_smem, v_smem, mats_smem, phi_smem, at(p_all), at(ones_all),
+                              s_accs, ks_accs, gram_accs, need_ks=need_ks, use_gram=use_gram,
+                              in_registers=p_in_registers, at=at)
         else:
-          _build_features(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem, at=at,
-                          first=k_first)
-        for g in range(_G):
-          plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)
-          if need_ks:
-            plgpu.wgmma(ks_accs[g], at(phi_smem, g).T, at(ones_all))
-        if use_gram:
-          plgpu.wgmma(gram_accs[0], at(p_all).T, k_smem)               # [64, 16]
+          # With Gram sums, group 2's left factor goes to p_smem (free once the outputs are done).
+          left_smem = at(p_all) if use_gram else None
+          if two_waits:
+            _build_features_two_waits(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem,
+                                      at=at)
+          else:
+            _build_features(k_smem, mats_smem, phi_smem, "k", left_smem=left_smem, at=at,
+                            first=k_first)
+          for g in range(_G):
+            plgpu.wgmma(s_accs[g], at(phi_smem, g).T, v_smem)
+            if need_ks:
+              plgpu.wgmma(ks_accs[g], at(phi_smem, g).T, at(ones_all))
+          if use_gram:
+            plgpu.wgmma(gram_accs[0], at(p_all).T, k_smem)             # [64, 16]
         if emit_output:
           store_bf16_state(s_accs, ks_accs, at)
         else:

@@ -133,6 +133,19 @@ def test_config_rejects_bad_values():
     KernelConfig(overlap_output=True, feature_waits=2)
   with pytest.raises(ValueError, match="fresh_views must be a bool"):
     KernelConfig(fresh_views=1)
+  with pytest.raises(ValueError, match="operand_staging must be"):
+    KernelConfig(operand_staging="tmem")
+  for other in ({"feature_waits": 2}, {"overlap_output": True}):
+    with pytest.raises(ValueError, match="operand_staging='registers' needs feature_waits=3"):
+      KernelConfig(operand_staging="registers", **other)
+
+
+def test_register_operands_in_the_interpreter_is_a_named_error():
+  rng = np.random.default_rng()
+  q, k, v = (jnp.asarray(rng.standard_normal((1, 64, 1, d)), jnp.bfloat16) for d in (16, 16, 64))
+  with pytest.raises(ValueError, match="operand_staging='registers'.*interpreter.*smem_t"):
+    api.linear_attention(q, k, v, normalize=False, config=KernelConfig(operand_staging="registers"),
+                         interpret=plgpu.InterpretGPUParams())
 
 
 def test_key_sums_xla_is_the_sum_of_psi_k():

@@ -55,6 +55,27 @@ def test_matches_float64(b, length, h, dv, normalize, with_state):
                                           ks0=ks0))
 
 
+@pytest.mark.parametrize("staging", ["registers", "smem_t"])
+@pytest.mark.parametrize("b,length,h,dv,normalize,with_state", [
+    (1, 65, 16, 64, False, True),
+    (1, 1000, 16, 112, True, True),
+    (2, 8192, 16, 64, False, False),
+    (1, 4097, 4, 64, True, False),
+])
+def test_operand_staging_matches_float64(staging, b, length, h, dv, normalize, with_state):
+  """KernelConfig.operand_staging: psi_k^T, the Gram left factor and P from registers (the
+  variant the CPU interpreter cannot run) or their shared-memory mirror."""
+  from pallas_kernels import based_attention as ba
+
+  rng = np.random.default_rng()
+  q, k, v, kv0, ks0, state = random_case(rng, b, length, h, dv, with_state)
+  config = ba.KernelConfig(operand_staging=staging)
+  out, final = jax.jit(lambda q, k, v, state: ba.linear_attention(
+      q, k, v, normalize=normalize, eps=1e-6, initial_state=state, config=config))(q, k, v, state)
+  _check(out, final, linear_attention_f64(q, k, v, normalize=normalize, eps=1e-6, kv0=kv0,
+                                          ks0=ks0))
+
+
 def test_deterministic():
   """Same inputs twice -> bitwise the same output (a race would usually show here)."""
   rng = np.random.default_rng()

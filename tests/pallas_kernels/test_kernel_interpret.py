@@ -58,6 +58,7 @@ VARIANTS = [pytest.param({}, id="single"),
             pytest.param({"feature_waits": 2}, id="two_waits"),
             pytest.param({"fresh_views": False}, id="static_views"),
             pytest.param({"overlap_output": True}, id="overlap_output"),
+            pytest.param({"operand_staging": "smem_t"}, id="keys_transposed"),
             pytest.param({"schedule": "groups"}, id="groups", marks=_needs_cpus)]
 
 
@@ -89,8 +90,10 @@ def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_st
 
 
 @pytest.mark.parametrize("variant", [{}, {"feature_waits": 2}, {"fresh_views": False},
-                                     {"overlap_output": True}, {"schedule": "groups"}],
-                         ids=["single", "two_waits", "static_views", "overlap_output", "groups"])
+                                     {"overlap_output": True}, {"operand_staging": "smem_t"},
+                                     {"operand_staging": "registers"}, {"schedule": "groups"}],
+                         ids=["single", "two_waits", "static_views", "overlap_output",
+                              "keys_transposed", "registers", "groups"])
 @pytest.mark.parametrize("normalize,with_state,key_sums", [(True, True, "kernel"),
                                                            (False, True, "kernel"),
                                                            (False, False, "xla")])
