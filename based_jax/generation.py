@@ -34,7 +34,7 @@ emitting pad). Streaming syncs the device with the host once per step, so it cos
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -162,6 +162,20 @@ def _check_prompt(input_ids, attention_mask,
   return ids.astype(np.int32), mask
 
 
+def _check_compiler_options(options) -> dict:
+  """compiler_options as a plain dict of XLA option names to str / bool / int / float values."""
+  if options is None:
+    return {}
+  if not isinstance(options, Mapping):
+    raise ValueError(f"compiler_options must be a mapping of XLA option names to values; got "
+                     f"{type(options).__name__}")
+  for key, value in options.items():
+    if not isinstance(key, str) or not isinstance(value, (str, bool, int, float)):
+      raise ValueError(f"compiler_options: {key!r}: {value!r} is not an option name (str) with "
+                       "a str, bool, int or float value")
+  return dict(options)
+
+
 def _check_int(name: str, value, minimum: int | None = None, allow_none: bool = False):
   if value is None and allow_none:
     return
@@ -284,7 +298,9 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
              pad_token_id: int | None = None, stop_strings: Sequence[str] = (),
              tokenizer=None, seed: int = 0, callback: StreamCallback | None = None,
              vocab_size: int | None = None,
-             prompt_buckets: Sequence[int] | str | None = "auto") -> GenerationOutput:
+             prompt_buckets: Sequence[int] | str | None = "auto",
+             compiler_options: Mapping[str, str | bool | int | float] | None = None
+             ) -> GenerationOutput:
   """Generate up to `max_new_tokens` tokens per row after a (left-padded) prompt batch.
 
   model: a `BasedLM` (anything with `prefill` and `decode_step` methods, see docs/design.md).
@@ -301,6 +317,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   vocab_size: the tokenizer's vocab; padded columns past it are never sampled (temperature > 0).
     Default: `model.config.vocab_size` when the model has one.
   prompt_buckets: "auto" (powers of two from 16), None (exact length) or ascending lengths.
+  compiler_options: XLA options for this program only (as `jax.jit(compiler_options=...)`),
+    e.g. {"xla_gpu_enable_triton_gemm": False}; part of the compilation cache key.
   """
   if not isinstance(sampling, SamplingConfig):
     raise ValueError(f"sampling must be a SamplingConfig; got {type(sampling).__name__}")
@@ -319,6 +337,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     raise ValueError("stop_strings need a tokenizer (pass tokenizer=...) to decode the text")
   if callback is not None and not callable(callback):
     raise ValueError(f"callback must be callable; got {callback!r}")
+  options = _check_compiler_options(compiler_options)
   ids, mask = _check_prompt(input_ids, attention_mask, _config_int(model, "vocab_size_padded"))
   if pad_token_id is None:
     pad_token_id = eos_token_id if eos_token_id is not None else 0
@@ -339,13 +358,19 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   args = (params, jnp.asarray(ids), None if mask is None else jnp.asarray(mask),
           jax.random.key(seed))
   cache_key = (tuple(sorted(statics.items(), key=lambda kv: kv[0])), _signature(params),
-               ids.shape, mask is None)
+               ids.shape, mask is None, tuple(sorted(options.items())))
   with _RUN_LOCK:
     compile_s = 0.0
     compiled = _COMPILED.get(cache_key)
     if compiled is None:
       t0 = time.perf_counter()
-      compiled = _generate_jit.lower(*args, **statics).compile()
+      lowered = _generate_jit.lower(*args, **statics)
+      try:
+        compiled = lowered.compile(options) if options else lowered.compile()
+      except jax.errors.JaxRuntimeError as e:
+        if options and "compile option" in str(e):
+          raise ValueError(f"compiler_options: {e}") from e
+        raise
       compile_s = time.perf_counter() - t0
       _COMPILED[cache_key] = compiled
     _LAST["program"] = compiled

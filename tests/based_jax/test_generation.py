@@ -187,6 +187,21 @@ def test_toy_no_recompilation_across_calls_and_tokens(toy):
   assert len(generation._COMPILED) == 2  # bucket 32 is a new program
 
 
+def test_toy_compiler_options_make_their_own_program_with_the_same_tokens(toy):
+  """An XLA option (here one the CPU ignores) compiles a second program; greedy tokens agree."""
+  model, params = toy
+  generation.clear_cache()
+  ids = np.random.default_rng().integers(0, 41, (2, 7))
+  plain = generate(model, params, ids, max_new_tokens=8)
+  tuned = generate(model, params, ids, max_new_tokens=8,
+                   compiler_options={"xla_gpu_enable_triton_gemm": False})
+  assert len(generation._COMPILED) == 2 and tuned.compile_s > 0
+  np.testing.assert_array_equal(plain.tokens, tuned.tokens)
+  again = generate(model, params, ids, max_new_tokens=8,
+                   compiler_options={"xla_gpu_enable_triton_gemm": False})
+  assert again.compile_s == 0.0 and len(generation._COMPILED) == 2
+
+
 def test_toy_failed_run_drops_effect_tokens_and_the_next_run_works(toy, monkeypatch):
   """A run that fails on the device (an OOM on the H200) must not fail later runs through the
   ordered-effect token JAX carries between programs: generate() drops the tokens and re-raises."""
@@ -293,6 +308,9 @@ def test_bucket_length():
     (dict(stop_strings=["x"]), "need a tokenizer"),
     (dict(stop_strings="x", tokenizer=CharTokenizer()), "not one string"),
     (dict(callback=3), "callback must be callable"),
+    (dict(compiler_options=[("xla_gpu_enable_triton_gemm", False)]), "compiler_options must be"),
+    (dict(compiler_options={"xla_gpu_enable_triton_gemm": None}), "compiler_options: "),
+    (dict(compiler_options={"xla_no_such_option": True}), "compiler_options: .*no_such"),
 ])
 def test_bad_arguments_raise_named_errors(toy, kwargs, match):
   model, params = toy
