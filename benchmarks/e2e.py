@@ -97,6 +97,10 @@ def parse_args(argv=None):
   parser.add_argument("--memory-after", type=int, default=3,
                       help="run the --memory-lengths compiles after this many based-360m batch "
                       "sizes (default 3: after the targets)")
+  parser.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
+                      help="an XLA option for the generate program only (repeatable), e.g. "
+                      "xla_gpu_enable_triton_gemm=false: generate(compiler_options=...); values "
+                      "true/false become bools, integers ints")
   parser.add_argument("--left-pad", type=int, default=0, metavar="N",
                       help="mask the first N prompt tokens of every odd row as left padding, so "
                       "generate() takes the masked path of prompt-bucketed calls (default 0: no "
@@ -118,6 +122,23 @@ def parse_args(argv=None):
                       "the H200 after attn-360m at B=128); a fresh process keeps the other "
                       "configs measurable and makes the process peak memory per config")
   return parser.parse_args(argv)
+
+
+def xla_options(pairs: list[str]) -> dict:
+  """["KEY=VALUE", ...] -> {KEY: bool | int | str}."""
+  options = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--xla-option must be KEY=VALUE; got {pair!r}")
+    if value.lower() in ("true", "false"):
+      options[key] = value.lower() == "true"
+    else:
+      try:
+        options[key] = int(value)
+      except ValueError:
+        options[key] = value
+  return options
 
 
 def ints(text: str) -> list[int]:
@@ -277,14 +298,16 @@ def left_pad_mask(batch: int, length: int, left_pad: int) -> np.ndarray | None:
 
 
 def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
-               repeats: int, trace_dir: str | None = None, left_pad: int = 0) -> dict:
+               repeats: int, trace_dir: str | None = None, left_pad: int = 0,
+               compiler_options: dict | None = None) -> dict:
   from based_jax.generation import generate
 
   ids = np.random.default_rng(batch).integers(1, vocab, size=(batch, length)).astype(np.int32)
   mask = left_pad_mask(batch, length, left_pad)
 
   def once():
-    return generate(model, params, ids, mask, max_new_tokens=steps, prompt_buckets=None)
+    return generate(model, params, ids, mask, max_new_tokens=steps, prompt_buckets=None,
+                    compiler_options=compiler_options)
 
   first = once()
   assert first.steps == steps and (first.lengths == steps).all()
@@ -498,6 +521,7 @@ def main(argv=None) -> int:
   results = {"device": getattr(device, "device_kind", str(device)), "backend": device.platform,
              "jax": jax.__version__, "python": platform.python_version(), "impl": args.impl,
              "attn_impl": args.attn_impl, "left_pad": args.left_pad,
+             "xla_options": xla_options(args.xla_option),
              "prompt_len": length, "decode_steps": args.decode_steps, "repeats": args.repeats,
              "peak_flops": PEAK_FLOPS, "peak_bytes_per_s": PEAK_BYTES, "smoke": args.smoke,
              "configs": [], "memory_vs_length": [], "skipped": []}
@@ -538,7 +562,8 @@ def main(argv=None) -> int:
       try:
         row.update(run_config(model, params, config.vocab_size, batch, length, args.decode_steps,
                               args.repeats, trace_dir=None if results["configs"] else args.trace,
-                              left_pad=args.left_pad))
+                              left_pad=args.left_pad,
+                              compiler_options=results["xla_options"]))
         last_compile = row["compile_s"]
       except Exception as e:  # pylint: disable=broad-except  # OOM is a result, not a crash
         message = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
@@ -552,12 +577,13 @@ def main(argv=None) -> int:
           row["impl"] = model.la_impl
           row["la_impl_resolved"] = resolved_impl(config, model.la_impl, batch, length)
           row.update(run_config(model, params, config.vocab_size, batch, length,
-                                args.decode_steps, args.repeats, left_pad=args.left_pad))
+                                args.decode_steps, args.repeats, left_pad=args.left_pad,
+                                compiler_options=results["xla_options"]))
           last_compile = row["compile_s"]
         else:
           raise
       for kind, key in (("prefill", "prefill_s"), ("decode_step", "decode_step_s")):
-        target = None if args.left_pad else TARGETS.get((name, kind, batch))
+        target = None if args.left_pad or args.xla_option else TARGETS.get((name, kind, batch))
         if target is not None and key in row:
           row[f"{kind}_target_s"] = target
           row[f"{kind}_meets_target"] = bool(row[key] <= target)
