@@ -7,7 +7,8 @@
 #   GPU 1: the gpu tests written in session 6 (cuDNN on left-padded batches, operand staging);
 #          the based-360m prefill at B = 4 with every odd row left-padded (the masked path of a
 #          prompt-bucketed generate) on the XLA banded path and on cuDNN; the overlap_output
-#          check; the per-kernel profile of the based-360m decode step at B = 256.
+#          check; the per-kernel profile of the based-360m prefill at B = 4 (the last one, s4d,
+#          predates the SWA layers on cuDNN and the "sm" planner).
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 (CUDA_VISIBLE_DEVICES=0 MOSAIC_GPU_DUMP_PTXAS=1 timeout 540 python3 benchmarks/probes/probe_variants.py check:regs time:default,regs,overlap) > $OUT/gpu0.log 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
@@ -16,7 +17,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
    timeout 100 python3 benchmarks/e2e.py --models based-360m --prefill-batch-sizes 4 --decode-batch-sizes 4 --priority 4 --decode-steps 2 --repeats 3 --left-pad 1000 --attn-impl $attn --out $OUT/e2e_leftpad_$attn.json
  done
  timeout 150 python3 benchmarks/probes/probe_variants.py check:overlap
- PROFILE_DECODE_BATCHES=256 PROFILE_TOP=40 timeout 120 python3 benchmarks/probes/profile_e2e.py decode) > $OUT/gpu1.log 2>&1 &
+ PROFILE_PREFILL_BATCH=4 PROFILE_TOP=40 timeout 120 python3 benchmarks/probes/profile_e2e.py prefill) > $OUT/gpu1.log 2>&1 &
 wait
 for f in $OUT/gpu*.log; do
   echo "== $f"; grep -E "^\[|passed|failed|prefill .* ms" $f | cut -c1-400
