@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from based_jax import ops
+
 Dtype = jnp.dtype
 
 
@@ -41,24 +43,46 @@ class RMSNorm(nn.Module):
     return (x32 * rstd * weight.astype(jnp.float32)).astype(x.dtype)
 
 
+class GatedLinear(nn.Module):
+  """fc1 of a SwiGLU MLP with its gate: y = h[..., :N] * silu(h[..., N:]), h = x @ kernel + bias.
+
+  Params as flax nn.Dense(2N): kernel [d, 2N] (torch weight.T), bias [2N] when use_bias.
+  x: [..., d] -> [..., N] in `dtype`. impl: based_jax.ops.gated_linear's ("xla" or "pallas").
+  """
+
+  features: int  # 2N
+  use_bias: bool = False
+  dtype: Dtype = jnp.float32
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features),
+                        jnp.float32)
+    bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            if self.use_bias else None)
+    return ops.gated_linear(x, kernel, bias, dtype=self.dtype,
+                            precision=matmul_precision(self.dtype), impl=self.impl)
+
+
 class SwiGLU(nn.Module):
   """GatedMlp: fc1 -> [value | gate], y = fc2(value * silu(gate)).
 
   x: [B, L, d] -> [B, L, d]. Params fc1/kernel [d, 2*hidden], fc2/kernel [hidden, d].
+  impl: how fc1 and the gate run (based_jax.ops.gated_linear: "xla" or "pallas").
   """
 
   hidden: int
   use_bias1: bool = False
   use_bias2: bool = False
   dtype: Dtype = jnp.float32
+  impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     d = x.shape[-1]
-    h = dense(2 * self.hidden, use_bias=self.use_bias1, dtype=self.dtype, name="fc1")(x)
-    value, gate = h[..., :self.hidden], h[..., self.hidden:]  # [B, L, hidden] each
-    y = value * jax.nn.silu(gate)  # [B, L, hidden]
-    return dense(d, use_bias=self.use_bias2, dtype=self.dtype, name="fc2")(y)
+    y = GatedLinear(2 * self.hidden, self.use_bias1, self.dtype, self.impl, name="fc1")(x)
+    return dense(d, use_bias=self.use_bias2, dtype=self.dtype, name="fc2")(y)  # [B, L, d]
 
 
 def rotary_cos_sin(positions: jax.Array, rotary_dim: int, base: float,

@@ -31,6 +31,7 @@ from based_jax.config import BasedConfig
 from based_jax.inputs import check_attention_mask, check_token_ids
 from based_jax.layers import Dtype, RMSNorm, SwiGLU, dense, matmul_precision
 from based_jax.mixers import MHA, BaseConv, LinearAttention, SlidingWindowAttention, mha
+from based_jax.ops.gated_linear import GATED_LINEAR_IMPLS
 
 _MIXERS = {"conv": BaseConv, "linear_attention": LinearAttention,
            "sliding_window": SlidingWindowAttention, "mha": MHA}
@@ -80,6 +81,7 @@ class Block(nn.Module):
   dtype: Dtype = jnp.float32
   la_impl: str = "auto"
   attn_impl: str = "auto"
+  mlp_impl: str = "xla"
 
   def setup(self):
     cfg = self.config
@@ -95,7 +97,8 @@ class Block(nn.Module):
     self.mixer = _MIXERS[kind](cfg, dtype=self.dtype, **kwargs)
     self.norm1 = RMSNorm(cfg.layer_norm_epsilon)
     self.norm2 = RMSNorm(cfg.layer_norm_epsilon)
-    self.mlp = SwiGLU(cfg.mlp_hidden, cfg.mlp_fc1_bias, cfg.mlp_fc2_bias, dtype=self.dtype)
+    self.mlp = SwiGLU(cfg.mlp_hidden, cfg.mlp_fc1_bias, cfg.mlp_fc2_bias, dtype=self.dtype,
+                      impl=self.mlp_impl)
 
   def _run(self, residual, mask, mix):
     """residual: [B, L, d]; mix(x) -> (m [B, L, d], aux). Returns (residual, aux)."""
@@ -125,12 +128,14 @@ class Transformer(nn.Module):
   dtype: Dtype = jnp.float32
   la_impl: str = "auto"
   attn_impl: str = "auto"
+  mlp_impl: str = "xla"
 
   def setup(self):
     cfg = self.config
     self.embeddings = Embeddings(cfg, dtype=self.dtype)
     self.layers = [Block(cfg, i, dtype=self.dtype, la_impl=self.la_impl,
-                         attn_impl=self.attn_impl) for i in range(cfg.n_layer)]
+                         attn_impl=self.attn_impl, mlp_impl=self.mlp_impl)
+                   for i in range(cfg.n_layer)]
     self.ln_f = RMSNorm(cfg.layer_norm_epsilon)
 
   def _embed(self, input_ids):
@@ -178,19 +183,26 @@ class BasedLM(nn.Module):
     rolled to right padding and masked by sequence lengths, mixers.mha.fused_attention; an error
     where it cannot run). On the H200 (attn-360m, bf16, 8000-token prompts) cuDNN measured
     70.95 ms at B = 4 where the scan took 574 ms (docs/benchmarks.md).
+  mlp_impl: the SwiGLU MLPs' first layer and gate (based_jax.ops.gated_linear): "xla" (the
+    default: a gemm, then the gate as a separate pass) or "pallas" (the gate fused into a Mosaic
+    GPU gemm; Hopper, bf16, no fc1 bias; an error where it cannot run).
   """
 
   config: BasedConfig
   dtype: Dtype = jnp.float32
   la_impl: str = "auto"
   attn_impl: str = "auto"
+  mlp_impl: str = "xla"
 
   def setup(self):
     if self.attn_impl not in mha.ATTENTION_IMPLS:
       raise ValueError(
           f"BasedLM: attn_impl must be one of {mha.ATTENTION_IMPLS}; got {self.attn_impl!r}")
+    if self.mlp_impl not in GATED_LINEAR_IMPLS:
+      raise ValueError(
+          f"BasedLM: mlp_impl must be one of {GATED_LINEAR_IMPLS}; got {self.mlp_impl!r}")
     self.transformer = Transformer(self.config, dtype=self.dtype, la_impl=self.la_impl,
-                                   attn_impl=self.attn_impl)
+                                   attn_impl=self.attn_impl, mlp_impl=self.mlp_impl)
     if not self.config.tie_word_embeddings:
       self.lm_head = dense(self.config.vocab_size_padded, use_bias=False, dtype=self.dtype,
                            name="lm_head")

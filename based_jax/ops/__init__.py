@@ -1,4 +1,5 @@
-"""Based's linear-attention hot path: one dispatch point, its pure-JAX references and state."""
+"""Based's hot paths: the dispatch points of linear attention and of the SwiGLU gated layer,
+their pure-JAX references and the linear-attention state."""
 
 from based_jax.ops.chunked import chunked_linear_attention
 from based_jax.ops.dispatch import (
@@ -7,6 +8,7 @@ from based_jax.ops.dispatch import (
     linear_attention,
     unavailable_reason,
 )
+from based_jax.ops.gated_linear import GATED_LINEAR_IMPLS, gated_linear, gated_linear_xla
 from based_jax.ops.reference import (
     quadratic_linear_attention,
     recurrent_step,
@@ -23,11 +25,14 @@ from based_jax.ops.validation import check_linear_attention_args
 __all__ = [
     "EXPANDED_DIM",
     "FEATURE_DIM",
+    "GATED_LINEAR_IMPLS",
     "IMPLEMENTATIONS",
     "Implementation",
     "LinearAttentionState",
     "check_linear_attention_args",
     "chunked_linear_attention",
+    "gated_linear",
+    "gated_linear_xla",
     "left_pad_initial_state",
     "linear_attention",
     "quadratic_linear_attention",

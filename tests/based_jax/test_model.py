@@ -159,6 +159,32 @@ def test_cudnn_attention_on_a_left_padded_batch_matches_xla(name):
   assert agree.mean() > 0.95
 
 
+def test_mlp_impl_is_checked_by_name():
+  cfg = CONFIGS["based-d64"]
+  ids = random_ids(cfg, (1, 5), seed=3)
+  with pytest.raises(ValueError, match="mlp_impl must be one of"):
+    BasedLM(cfg, mlp_impl="cublas").init(jax.random.key(0), ids)
+  if jax.default_backend() != "gpu":
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), init_params(cfg))
+    with pytest.raises(ValueError, match="gated_linear\\(impl='pallas'\\).*no GPU visible"):
+      BasedLM(cfg, dtype=jnp.bfloat16, mlp_impl="pallas").apply({"params": params}, ids)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["based-d64", "attn-d64"])
+def test_pallas_mlp_inside_the_model_matches_xla(name):
+  """bf16: logits with every SwiGLU's fc1 + gate on the Pallas kernel vs the XLA path."""
+  cfg = CONFIGS[name]
+  params = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), init_params(cfg))
+  ids = random_ids(cfg, (2, 301), seed=7)
+  logits = {impl: np.asarray(japply(BasedLM(cfg, dtype=jnp.bfloat16, mlp_impl=impl), params,
+                                    ids)) for impl in ("xla", "pallas")}
+  err = logits["pallas"] - logits["xla"]
+  scale = np.sqrt(np.mean(logits["xla"] ** 2))
+  assert np.sqrt(np.mean(err ** 2)) < 0.02 * scale
+  assert (logits["pallas"].argmax(-1) == logits["xla"].argmax(-1)).mean() > 0.95
+
+
 def test_causal_future_tokens_do_not_change_past_logits():
   cfg = CONFIGS["based-d64"]
   params = init_params(cfg)

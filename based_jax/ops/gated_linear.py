@@ -1,0 +1,67 @@
+"""The dispatch point of a SwiGLU MLP's first layer and its gate:
+
+    h = x @ W (+ b)                         x [..., d], W [d, 2N] (torch fc1.weight.T), b [2N]
+    y = h[..., :N] * silu(h[..., N:])       [..., N]
+
+Implementations:
+  "xla"     the definition (flax nn.Dense's dot in the compute dtype, then the gate as a
+            separate elementwise pass); any backend, any dtype, with or without bias. The
+            default.
+  "pallas"  `pallas_kernels.gated_linear`: the gate applied to the fp32 accumulators of a Mosaic
+            GPU gemm, so h is never written (Hopper, bf16, no bias). Not the default: written in
+            session 6 without a GPU, it has no measurement against cuBLAS yet.
+A named implementation that cannot run raises ValueError naming the reason; nothing falls back
+silently.
+"""
+
+import importlib
+
+import jax
+from jax import lax
+
+GATED_LINEAR_IMPLS = ("xla", "pallas")
+
+
+def gated_linear_xla(x, kernel, bias=None, *, dtype, precision=None) -> jax.Array:
+  """x [..., d], kernel [d, 2N], bias [2N] or None -> [..., N] in `dtype`, computed as flax's
+  nn.Dense(2N, dtype=dtype, precision=precision) followed by value * silu(gate)."""
+  x, kernel = x.astype(dtype), kernel.astype(dtype)
+  h = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())),
+                      precision=precision)                               # [..., 2N]
+  if bias is not None:
+    h = h + bias.astype(dtype)
+  hidden = kernel.shape[1] // 2
+  value, gate = h[..., :hidden], h[..., hidden:]                         # [..., N] each
+  return value * jax.nn.silu(gate)
+
+
+def unavailable_reason(impl: str, x, kernel, bias, dtype) -> str | None:
+  """None when `impl` can run on these arguments here; otherwise why not."""
+  if impl not in GATED_LINEAR_IMPLS:
+    raise ValueError(f"gated_linear: impl must be one of {GATED_LINEAR_IMPLS}; got {impl!r}")
+  if impl == "xla":
+    return None
+  if bias is not None:
+    return "the Pallas kernel has no bias (fc1 bias in the config)"
+  if jax.numpy.dtype(dtype) != jax.numpy.dtype(jax.numpy.bfloat16):
+    return f"the Pallas kernel computes in bfloat16; the model computes in {dtype}"
+  try:
+    package = importlib.import_module("pallas_kernels.gated_linear")
+  except ImportError as e:
+    return f"package 'pallas_kernels.gated_linear' cannot be imported ({e})"
+  return package.unavailable_reason(x.astype(dtype), kernel.astype(dtype))
+
+
+def gated_linear(x, kernel, bias=None, *, dtype, precision=None, impl: str = "xla"):
+  """h = x @ kernel (+ bias); returns h[..., :N] * silu(h[..., N:]) through `impl`.
+
+  x: [..., d]; kernel: [d, 2N]; bias: [2N] or None; dtype: the compute dtype (x and the
+  parameters are cast to it); precision: the dot's precision ("xla"). Returns [..., N] in dtype.
+  """
+  reason = unavailable_reason(impl, x, kernel, bias, dtype)
+  if reason is not None:
+    raise ValueError(f"gated_linear(impl={impl!r}) cannot run here: {reason}")
+  if impl == "xla":
+    return gated_linear_xla(x, kernel, bias, dtype=dtype, precision=precision)
+  package = importlib.import_module("pallas_kernels.gated_linear")
+  return package.gated_linear(x.astype(dtype), kernel.astype(dtype))
