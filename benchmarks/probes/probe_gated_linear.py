@@ -4,7 +4,7 @@
 
 At based-360m's fc1 (K = 1024, 2N = 4096) for each row count (default 32000 = B 4 x L 8000,
 256 = a B = 256 decode step, 1024000 = B 128 x L 8000): the XLA path of the model (bf16 gemm
-writing h, then value * silu(gate)) and the kernel under several GatedLinearConfig tilings, as
+writing h, then value * silu(gate)) and the kernel under several GatedLinearConfig tilings ("default": api.default_config), as
 CUPTI medians (benchmarks.common.time_jax) with TFLOP/s against the 790 TFLOP/s peak, and each
 kernel's relative error against the XLA path. Prints one line per measurement.
 """
@@ -22,7 +22,8 @@ from pallas_kernels.gated_linear import GatedLinearConfig, gated_linear
 
 T0 = time.time()
 CONFIGS = {
-    "default": GatedLinearConfig(),
+    "default": None,                                # api.default_config(rows)
+    "m128_n64_s4": GatedLinearConfig(),
     "m128_n64_s3": GatedLinearConfig(max_concurrent_steps=3),
     "m128_n64_s2": GatedLinearConfig(max_concurrent_steps=2),
     "m64_n64_s2": GatedLinearConfig(tile_m=64, max_concurrent_steps=2),   # 2 blocks per SM

@@ -8,6 +8,7 @@ pass differentiates that XLA definition, so `jax.grad` works through the kernel.
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -79,15 +80,30 @@ def _gated_linear_bwd(config, interpret, residuals, grad):
 _gated_linear.defvjp(_gated_linear_fwd, _gated_linear_bwd)
 
 
-def gated_linear(x, w, *, config: GatedLinearConfig = GatedLinearConfig(),
+SMALL_ROWS = 4096     # up to here (a decode step), half-height blocks: twice as many of them
+
+
+def default_config(rows: int) -> GatedLinearConfig:
+  """The tiling for `rows` rows: 2 x 128-row blocks, or 2 x 64 for at most SMALL_ROWS rows so
+  that a decode step (256 rows: 2 row blocks x N / 64 column blocks) has more blocks to spread
+  over the SMs. A guess until the H200 timings of benchmarks/probes/probe_gated_linear.py."""
+  if rows <= SMALL_ROWS:
+    return GatedLinearConfig(tile_m=64, max_concurrent_steps=2)
+  return GatedLinearConfig()
+
+
+def gated_linear(x, w, *, config: GatedLinearConfig | None = None,
                  interpret=None) -> jax.Array:
   """y = (x @ w)[..., :N] * silu((x @ w)[..., N:]) on the Mosaic GPU kernel.
 
   x: [..., K] bf16; w: [K, 2N] bf16 (value columns, then gate columns), K a multiple of 64 and
   N of config.tile_n -> y [..., N] bf16. Rows are padded to the kernel's block internally.
+  config: the tiling; None picks default_config(rows).
   interpret: a `plgpu.InterpretGPUParams` to run on the CPU interpreter (tests), else None.
   Raises ValueError naming the argument for shapes or dtypes the kernel does not take.
   """
+  if config is None:
+    config = default_config(math.prod(x.shape[:-1]))
   reason = shape_reason(x, w, config)
   if reason is not None:
     raise ValueError(f"gated_linear: {reason}")

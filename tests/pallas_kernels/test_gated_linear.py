@@ -48,6 +48,13 @@ def test_interpreted_kernel_matches_float64(lead, k, n, config):
   assert _rel_err(y, _reference(x, w)) <= TOL
 
 
+def test_default_config_takes_half_height_blocks_for_few_rows():
+  from pallas_kernels.gated_linear.api import SMALL_ROWS, default_config
+
+  assert default_config(256).tile_m == 64 and default_config(SMALL_ROWS).tile_m == 64
+  assert default_config(SMALL_ROWS + 1) == GatedLinearConfig()
+
+
 def test_gradient_is_the_xla_definitions():
   """custom_vjp: the backward pass differentiates the XLA definition (fp32 reference here)."""
   x, w = _inputs((70,), 64, 64)
