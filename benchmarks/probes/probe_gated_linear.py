@@ -4,9 +4,10 @@
 
 At based-360m's fc1 (K = 1024, 2N = 4096) for each row count (default 32000 = B 4 x L 8000,
 256 = a B = 256 decode step, 1024000 = B 128 x L 8000): the XLA path of the model (bf16 gemm
-writing h, then value * silu(gate)) and the kernel under several GatedLinearConfig tilings ("default": api.default_config), as
-CUPTI medians (benchmarks.common.time_jax) with TFLOP/s against the 790 TFLOP/s peak, and each
-kernel's relative error against the XLA path. Prints one line per measurement.
+writing h, then value * silu(gate)) and the kernel under several GatedLinearConfig tilings
+("default": api.default_config), as CUPTI medians (benchmarks.common.time_jax) with TFLOP/s
+against the 790 TFLOP/s peak, and each kernel's relative error against the XLA path. Prints one
+line per measurement.
 """
 
 import sys
