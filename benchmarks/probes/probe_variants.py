@@ -45,6 +45,7 @@ VARIANTS = {
     "overlap": {"overlap_output": True},    # k features' first products with the outputs
     "regs": {"operand_staging": "registers"},  # psi_k^T, Gram left factor, P from registers
     "smem_t": {"operand_staging": "smem_t"},   # the same values staged in shared memory
+    "regs_p": {"operand_staging": "p_registers"},  # only P from registers
 }
 
 

@@ -2,15 +2,16 @@
 # time), for nvidia-h200-x2; each GPU's part fits in ~9 minutes.
 #   GPU 0: KernelConfig(operand_staging="registers") (psi_k^T, the Gram left factor and P fed
 #          to the wgmmas from registers; never run on a GPU): check, then CUPTI medians
-#          (B = 1..256 and B = 128 normalize=True) against the default and overlap_output (never
-#          timed either), with the ptxas report (registers, spills, wgmma serialization).
+#          (B = 1..256 and B = 128 normalize=True) against the default, "p_registers" (P alone
+#          from registers) and overlap_output (never timed either), with the ptxas report
+#          (registers, spills, wgmma serialization).
 #   GPU 1: the gpu tests written in session 6 (cuDNN on left-padded batches, operand staging);
 #          the based-360m prefill at B = 4 with every odd row left-padded (the masked path of a
 #          prompt-bucketed generate) on the XLA banded path and on cuDNN; the overlap_output
 #          check; the per-kernel profile of the based-360m prefill at B = 4 (the last one, s4d,
 #          predates the SWA layers on cuDNN and the "sm" planner).
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-(CUDA_VISIBLE_DEVICES=0 MOSAIC_GPU_DUMP_PTXAS=1 timeout 540 python3 benchmarks/probes/probe_variants.py check:regs time:default,regs,overlap) > $OUT/gpu0.log 2>&1 &
+(CUDA_VISIBLE_DEVICES=0 MOSAIC_GPU_DUMP_PTXAS=1 timeout 540 python3 benchmarks/probes/probe_variants.py check:regs time:default,regs,regs_p,overlap) > $OUT/gpu0.log 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
  timeout 150 python3 -m pytest -q -m gpu -k "left_padded or operand_staging" tests/based_jax/test_layers.py tests/based_jax/test_model.py tests/pallas_kernels/test_gpu.py
  for attn in xla cudnn; do

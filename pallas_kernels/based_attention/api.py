@@ -256,10 +256,10 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
   Returns (out [B, L, H, Dv] bf16, kv [B, H, 273, Dv] f32, k_state [B, H, 273] f32).
   """
   if (interpret is not None and backend == "kernel" and config.schedule == "single"
-      and config.operand_staging == "registers"):
-    raise ValueError("KernelConfig(operand_staging='registers') cannot run in the Mosaic GPU "
-                     "interpreter, which takes only shared-memory wgmma A operands; 'smem_t' "
-                     "computes the same values there")
+      and config.operand_staging in ("registers", "p_registers")):
+    raise ValueError(f"KernelConfig(operand_staging={config.operand_staging!r}) cannot run in "
+                     "the Mosaic GPU interpreter, which takes only shared-memory wgmma A "
+                     "operands; 'smem_t' computes the same values there")
   batch, length, heads, _ = q.shape
   dv = v.shape[-1]
   kernel_ks = normalize or config.key_sums == "kernel"

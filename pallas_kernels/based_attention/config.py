@@ -74,6 +74,8 @@ class KernelConfig:
                   operands), so it is checked there through "smem_t" and the CUDA lowering.
     "smem_t"    - psi_k^T and the left factor^T as in "registers", staged in shared memory:
                   the same values, for the interpreter.
+    "p_registers" - only P from registers (16 live registers at the output wgmmas, the keys
+                  as in "smem"): the cheap half of "registers", should that one spill.
   """
 
   max_value_block: int = 64
@@ -113,9 +115,9 @@ class KernelConfig:
     if self.overlap_output and self.feature_waits != 3:
       raise ValueError("KernelConfig.overlap_output needs feature_waits=3; got "
                        f"feature_waits={self.feature_waits}")
-    if self.operand_staging not in ("smem", "smem_t", "registers"):
-      raise ValueError("KernelConfig.operand_staging must be 'smem', 'smem_t' or 'registers'; "
-                       f"got {self.operand_staging!r}")
+    if self.operand_staging not in ("smem", "smem_t", "registers", "p_registers"):
+      raise ValueError("KernelConfig.operand_staging must be 'smem', 'smem_t', 'registers' or "
+                       f"'p_registers'; got {self.operand_staging!r}")
     if self.operand_staging != "smem" and (self.feature_waits != 3 or self.overlap_output):
       raise ValueError(f"KernelConfig.operand_staging={self.operand_staging!r} needs "
                        "feature_waits=3 and overlap_output=False")

@@ -47,7 +47,7 @@ _F = features.FEATURE_DIM        # 16
 _G = features.PSI_GROUPS         # 3 groups of 64 psi rows
 _ONES_COLS = 16                  # width of the all-ones operand that yields key sums
 _WGMMA = plgpu.Layout.WGMMA
-OPERAND_STAGINGS = ("smem", "smem_t", "registers")   # see segment_call
+OPERAND_STAGINGS = ("smem", "smem_t", "registers", "p_registers")   # see segment_call
 
 
 def _tiled():
@@ -374,7 +374,8 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
     transposed), "smem_t" (psi_k^T and the left factor^T built by _build_key_features_t and
     stored to shared memory: the interpretable mirror of "registers"), "registers" (psi_k^T,
     the left factor^T and P fed to the wgmmas from registers: no shared-memory store and read
-    of them; the CPU interpreter takes only shared-memory A operands).
+    of them; the CPU interpreter takes only shared-memory A operands), "p_registers" (only P
+    from registers, the keys as in "smem": 16 live registers at the output, none elsewhere).
   Returns a tuple of: o [B, Lp, H, ncols] bf16 if emit_output, then, if emit_state, the
   accumulated state (init included) s [B * H * nseg, 3, 64, ncols] and, if key_sums,
   ks [B * H * nseg, 3, 64, 16] f32 (all 16 columns of ks equal) or, with gram_sums, gram
@@ -396,9 +397,9 @@ def segment_call(q, k, v, mats, init=None, *, num_segments: int, col0: int, ncol
   if operand_staging not in OPERAND_STAGINGS:
     raise ValueError(f"segment_call: operand_staging must be one of {OPERAND_STAGINGS}; got "
                      f"{operand_staging!r}")
-  keys_t = operand_staging != "smem"
-  p_in_registers = operand_staging == "registers"
-  if keys_t and (two_waits or overlap_output):
+  keys_t = operand_staging in ("smem_t", "registers")
+  p_in_registers = operand_staging in ("registers", "p_registers")
+  if operand_staging != "smem" and (two_waits or overlap_output):
     raise ValueError(f"segment_call: operand_staging={operand_staging!r} needs the three-wait "
                      "feature construction without overlap_output")
   overlap_output = overlap_output and emit_output

@@ -143,9 +143,11 @@ def test_config_rejects_bad_values():
 def test_register_operands_in_the_interpreter_is_a_named_error():
   rng = np.random.default_rng()
   q, k, v = (jnp.asarray(rng.standard_normal((1, 64, 1, d)), jnp.bfloat16) for d in (16, 16, 64))
-  with pytest.raises(ValueError, match="operand_staging='registers'.*interpreter.*smem_t"):
-    api.linear_attention(q, k, v, normalize=False, config=KernelConfig(operand_staging="registers"),
-                         interpret=plgpu.InterpretGPUParams())
+  for staging in ("registers", "p_registers"):
+    with pytest.raises(ValueError, match=f"operand_staging='{staging}'.*interpreter.*smem_t"):
+      api.linear_attention(q, k, v, normalize=False,
+                           config=KernelConfig(operand_staging=staging),
+                           interpret=plgpu.InterpretGPUParams())
 
 
 def test_key_sums_xla_is_the_sum_of_psi_k():

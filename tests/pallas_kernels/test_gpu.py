@@ -55,7 +55,7 @@ def test_matches_float64(b, length, h, dv, normalize, with_state):
                                           ks0=ks0))
 
 
-@pytest.mark.parametrize("staging", ["registers", "smem_t"])
+@pytest.mark.parametrize("staging", ["registers", "p_registers", "smem_t"])
 @pytest.mark.parametrize("b,length,h,dv,normalize,with_state", [
     (1, 65, 16, 64, False, True),
     (1, 1000, 16, 112, True, True),

@@ -91,9 +91,10 @@ def test_interpreted_kernel_matches_float64(b, length, h, dv, normalize, with_st
 
 @pytest.mark.parametrize("variant", [{}, {"feature_waits": 2}, {"fresh_views": False},
                                      {"overlap_output": True}, {"operand_staging": "smem_t"},
-                                     {"operand_staging": "registers"}, {"schedule": "groups"}],
+                                     {"operand_staging": "registers"},
+                                     {"operand_staging": "p_registers"}, {"schedule": "groups"}],
                          ids=["single", "two_waits", "static_views", "overlap_output",
-                              "keys_transposed", "registers", "groups"])
+                              "keys_transposed", "registers", "p_registers", "groups"])
 @pytest.mark.parametrize("normalize,with_state,key_sums", [(True, True, "kernel"),
                                                            (False, True, "kernel"),
                                                            (False, False, "xla")])
