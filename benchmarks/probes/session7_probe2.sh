@@ -5,8 +5,11 @@
 #          session-6 tree), then Triton gemm fusions off (s4a: decode B = 256 5% faster).
 #   GPU 1: every gemm through Triton (xla_gpu_triton_gemm_any: may fuse the SwiGLU and BaseConv
 #          gating products into the gemms, ~5 ms at B = 4 and ~180 ms at B = 128 in s4d / s3a),
-#          then command buffers without WHILE / CONDITIONAL (s4a's set with them made the decode
-#          step 55% slower) with Triton gemm off.
+#          then XLA's experimental Triton fusions of reductions with their elementwise neighbours
+#          (the block-level rewriter and heroless priority fusion: fewer kernels for the norms of
+#          the ~366-kernel decode step, if they fire). Command buffers are on by default for
+#          fusions and gemms (XLA profiles run op by op); s4a's set adding WHILE / CONDITIONAL
+#          made the decode step 55% slower, so it is not repeated.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 E2E="python3 benchmarks/e2e.py --models based-360m --prefill-batch-sizes 4,128 --decode-batch-sizes 256 --priority 4,256,128 --time-budget-s 200"
 (export CUDA_VISIBLE_DEVICES=0
@@ -14,6 +17,6 @@ E2E="python3 benchmarks/e2e.py --models based-360m --prefill-batch-sizes 4,128 -
  timeout 280 $E2E --xla-option xla_gpu_enable_triton_gemm=false --out $OUT/e2e_no_triton.json) > $OUT/gpu0.log 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
  timeout 280 $E2E --xla-option xla_gpu_triton_gemm_any=true --out $OUT/e2e_triton_any.json
- timeout 280 $E2E --xla-option xla_gpu_enable_triton_gemm=false --xla-option xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN --out $OUT/e2e_cmdbuf.json) > $OUT/gpu1.log 2>&1 &
+ timeout 280 $E2E --xla-option xla_gpu_experimental_enable_fusion_block_level_rewriter=true --xla-option xla_gpu_experimental_enable_triton_heroless_priority_fusion=true --out $OUT/e2e_triton_fusions.json) > $OUT/gpu1.log 2>&1 &
 wait
 for f in $OUT/gpu*.log; do echo "== $f"; grep -E "B= *[0-9]+ prefill|error|Error" $f | cut -c1-300; done
