@@ -66,6 +66,10 @@ TARGETS = {  # (model, kind, B) -> seconds
 
 
 def parse_args(argv=None):
+  return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       description="End-to-end prefill/decode benchmark of based-360m and attn-360m (random bf16 "
       "weights) through based_jax.generation.generate. Writes JSON (benchmarks/results/e2e.json) "
@@ -124,7 +128,7 @@ def parse_args(argv=None):
                       "every later generate() in that process fails with the same error (seen on "
                       "the H200 after attn-360m at B=128); a fresh process keeps the other "
                       "configs measurable and makes the process peak memory per config")
-  return parser.parse_args(argv)
+  return parser
 
 
 def xla_options(pairs: list[str]) -> dict:
