@@ -1,4 +1,9 @@
-"""The stage-ablation probe edits kernel.py's source by anchors: they must all still match."""
+"""The probes: the stage-ablation edits of kernel.py must all still match, and the device scripts
+must name real probe variants and e2e.py options."""
+
+import pathlib
+import re
+import subprocess
 
 import pytest
 
@@ -20,10 +25,6 @@ def test_stage_ablation_names_a_missing_anchor(monkeypatch):
 
 
 # ---- the device scripts: a typo in a prepared one costs a device session --------------------
-
-import pathlib
-import re
-import subprocess
 
 PROBES = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "probes"
 PENDING = sorted(PROBES.glob("session*_probe*.sh"))
