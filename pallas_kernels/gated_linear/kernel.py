@@ -6,8 +6,9 @@ XLA runs this as a cuBLAS gemm that writes h = x @ W ([M, 2N] bf16) and a separa
 kernel that reads h back and writes y: 6N bytes per row of memory traffic besides the gemm's
 inputs, against 2N when the gate is applied to the fp32 accumulators before the single store.
 
-Each thread block owns 2 x tile_m rows and tile_n output columns: the value columns
-[n tile_n, (n+1) tile_n) and the gate columns N + the same. A warp-specialized pipeline
+A tile is 2 x tile_m rows and tile_n output columns: the value columns [n tile_n, (n+1) tile_n)
+and the gate columns N + the same. A thread block computes one tile, or (persistent) one block
+per SM walks the tiles in turn. A warp-specialized pipeline
 (`plgpu.emit_pipeline_warp_specialized`) has one memory warpgroup stream x, W_value and W_gate
 tiles (tile_k wide) through shared memory by TMA while two compute warpgroups, one per tile_m
 rows, accumulate value and gate tiles with wgmma in fp32 registers. Each compute warpgroup then
@@ -34,12 +35,16 @@ class GatedLinearConfig:
   tile_k: reduction step (64 bf16 = one 128-byte swizzled row).
   max_concurrent_steps: TMA pipeline stages; each holds 2 tile_m x tile_k + 2 tile_k x tile_n
     bf16 (48 KiB for the defaults).
+  persistent: one block per SM walking the tiles in turn (the memory warpgroup starts the next
+    tile's loads while the compute warpgroups finish the last one), instead of one block per
+    tile.
   """
 
   tile_m: int = 128
   tile_n: int = 64
   tile_k: int = 64
   max_concurrent_steps: int = 4
+  persistent: bool = False
 
   def __post_init__(self):
     if self.tile_m % 64 or not 64 <= self.tile_m <= 256:
@@ -59,14 +64,15 @@ def _transforms():
 
 
 def _block(x_gmem, w_gmem, y_gmem, *, hidden: int, config: GatedLinearConfig):
-  """One block: rows [mi 2 tile_m, (mi+1) 2 tile_m), output columns [ni tile_n, ...)."""
+  """One block: the tile at its grid index, or (config.persistent) the tiles the "sm" axis deals
+  it. Tile (mi, ni): rows [mi 2 tile_m, (mi+1) 2 tile_m), output columns [ni tile_n, ...)."""
   tm, tn, tk = config.tile_m, config.tile_n, config.tile_k
+  m_iters, n_iters = x_gmem.shape[0] // (2 * tm), hidden // tn
   k_iters = x_gmem.shape[1] // tk
-  mi, ni = lax.axis_index("m"), lax.axis_index("n")
-  rows = pl.ds(mi * 2 * tm, 2 * tm)
-  value_cols = pl.ds(ni * tn, tn)
-  gate_cols = pl.ds(hidden + ni * tn, tn)
-  operands = (x_gmem.at[rows], w_gmem.at[:, value_cols], w_gmem.at[:, gate_cols])
+
+  def operands(mi, ni):
+    return (x_gmem.at[pl.ds(mi * 2 * tm, 2 * tm)], w_gmem.at[:, pl.ds(ni * tn, tn)],
+            w_gmem.at[:, pl.ds(hidden + ni * tn, tn)])
 
   def make_pipeline(mma, compute_context):
     return plgpu.emit_pipeline_warp_specialized(
@@ -78,37 +84,62 @@ def _block(x_gmem, w_gmem, y_gmem, *, hidden: int, config: GatedLinearConfig):
         compute_context=compute_context)
 
   ignore = lambda *_, **__: None
-  allocations = make_pipeline(ignore, ignore).get_allocations(*operands)
+  allocations = make_pipeline(ignore, ignore).get_allocations(*operands(0, 0))
 
   @functools.partial(pl.run_scoped, allocations=allocations,
                      y_smem=plgpu.SMEM((2, tm, tn), jnp.bfloat16, transforms=_transforms()),
                      collective_axes="wg")
   def _shared(allocations, y_smem):
-    def compute_context(eval_pipeline):
-      wg = lax.axis_index("wg")
+    def tile(mi, ni):
+      def compute_context(eval_pipeline):
+        wg = lax.axis_index("wg")
 
-      @functools.partial(pl.run_scoped, acc_v=plgpu.ACC((tm, tn), jnp.float32),
-                         acc_g=plgpu.ACC((tm, tn), jnp.float32))
-      def _accumulators(acc_v, acc_g):
-        eval_pipeline((acc_v, acc_g))
-        value, gate = acc_v[...], acc_g[...]                           # [tm, tn] fp32 each
-        y = value * gate / (1.0 + jnp.exp(-gate))                      # v * silu(g)
-        y_smem.at[wg][...] = y.astype(jnp.bfloat16)
-        plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(y_smem.at[wg],
-                                y_gmem.at[rows, value_cols].at[pl.ds(wg * tm, tm)])
-        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+        @functools.partial(pl.run_scoped, acc_v=plgpu.ACC((tm, tn), jnp.float32),
+                           acc_g=plgpu.ACC((tm, tn), jnp.float32))
+        def _accumulators(acc_v, acc_g):
+          eval_pipeline((acc_v, acc_g))
+          value, gate = acc_v[...], acc_g[...]                         # [tm, tn] fp32 each
+          y = value * gate / (1.0 + jnp.exp(-gate))                    # v * silu(g)
+          y_smem.at[wg][...] = y.astype(jnp.bfloat16)
+          plgpu.commit_smem()
+          rows = pl.ds(mi * 2 * tm + wg * tm, tm)
+          plgpu.copy_smem_to_gmem(y_smem.at[wg], y_gmem.at[rows, pl.ds(ni * tn, tn)])
+          plgpu.wait_smem_to_gmem(0, wait_read_only=True)    # y_smem is reused next tile
 
-    def mma(idxs, x_smem, wv_smem, wg_smem, carry):
-      del idxs
-      acc_v, acc_g = carry
-      x_rows = x_smem.at[pl.ds(lax.axis_index("wg") * tm, tm)]        # [tm, tk]
-      plgpu.wgmma(acc_v, x_rows, wv_smem)
-      plgpu.wgmma(acc_g, x_rows, wg_smem)
-      plgpu.wgmma_wait(0)
-      return carry
+      def mma(idxs, x_smem, wv_smem, wg_smem, carry):
+        del idxs
+        acc_v, acc_g = carry
+        x_rows = x_smem.at[pl.ds(lax.axis_index("wg") * tm, tm)]      # [tm, tk]
+        plgpu.wgmma(acc_v, x_rows, wv_smem)
+        plgpu.wgmma(acc_g, x_rows, wg_smem)
+        plgpu.wgmma_wait(0)
+        return carry
 
-    make_pipeline(mma, compute_context)(*operands, allocations=allocations)
+      make_pipeline(mma, compute_context)(*operands(mi, ni), allocations=allocations)
+
+    if config.persistent:
+      # Consecutive tiles share their rows of x; blocks take them in turn, so the tiles in
+      # flight at once read few row blocks and every weight column block.
+      @plgpu.nd_loop((m_iters, n_iters), collective_axes="sm")
+      def _tiles(loop_info):
+        mi, ni = loop_info.index
+        tile(mi, ni)
+    else:
+      tile(lax.axis_index("m"), lax.axis_index("n"))
+
+
+INTERPRET_BLOCKS = 3   # persistent blocks in the CPU interpreter (uneven shares of the tiles)
+H200_SMS = 132         # stands in when no GPU is visible (CUDA lowering on a CPU host)
+
+
+def _num_blocks(interpret) -> int:
+  """Persistent blocks: one per SM of the GPU (one block fills an SM's shared memory)."""
+  if interpret is not None:
+    return INTERPRET_BLOCKS
+  try:
+    return jax.local_devices(backend="gpu")[0].core_count
+  except RuntimeError:
+    return H200_SMS
 
 
 def gated_linear_call(x, w, *, config: GatedLinearConfig = GatedLinearConfig(),
@@ -120,13 +151,17 @@ def gated_linear_call(x, w, *, config: GatedLinearConfig = GatedLinearConfig(),
   """
   m = x.shape[0]
   hidden = w.shape[1] // 2
-  # "n" is the fastest grid axis: the blocks running at once share rows of x (read from HBM
-  # once, then from L2) and sweep the weights, which stay in L2.
-  grid = (hidden // config.tile_n, m // (2 * config.tile_m))
+  if config.persistent:
+    tiles = (m // (2 * config.tile_m)) * (hidden // config.tile_n)
+    grid, grid_names = (min(tiles, _num_blocks(interpret)),), ("sm",)
+  else:
+    # "n" is the fastest grid axis: the blocks running at once share rows of x (read from HBM
+    # once, then from L2) and sweep the weights, which stay in L2.
+    grid, grid_names = (hidden // config.tile_n, m // (2 * config.tile_m)), ("n", "m")
   call = plgpu.kernel(
       functools.partial(_block, hidden=hidden, config=config),
       out_type=jax.ShapeDtypeStruct((m, hidden), jnp.bfloat16),
-      grid=grid, grid_names=("n", "m"),
+      grid=grid, grid_names=grid_names,
       num_threads=3, thread_name="wg",
       compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
       interpret=interpret)

@@ -39,6 +39,7 @@ def _rel_err(got, want):
     ((3, 37), 192, 128, GatedLinearConfig()),                 # 111 rows: padded to 256
     ((2, 100), 128, 64, GatedLinearConfig(tile_m=64, max_concurrent_steps=2)),
     ((1,), 64, 128, GatedLinearConfig(tile_n=128)),
+    ((700,), 128, 192, GatedLinearConfig(persistent=True)),  # 9 tiles dealt to 3 blocks
 ])
 def test_interpreted_kernel_matches_float64(lead, k, n, config):
   x, w = _inputs(lead, k, n)
@@ -75,12 +76,15 @@ def test_gradient_is_the_xla_definitions():
     assert _rel_err(got, np.asarray(want, np.float64)) <= 2e-2
 
 
+@pytest.mark.parametrize("persistent", [False, True])
 @pytest.mark.parametrize("rows", [32000, 1000])
-def test_kernel_lowers_for_cuda_at_based_360m_shapes(rows):
+def test_kernel_lowers_for_cuda_at_based_360m_shapes(rows, persistent):
   """The Mosaic GPU lowering (warp-specialized pipeline, TMA, wgmma) runs on the CPU."""
   x = jax.ShapeDtypeStruct((rows, 1024), jnp.bfloat16)
   w = jax.ShapeDtypeStruct((1024, 4096), jnp.bfloat16)
-  lowered = jax.jit(gated_linear).trace(x, w).lower(lowering_platforms=("cuda",))
+  config = GatedLinearConfig(persistent=persistent)
+  lowered = jax.jit(lambda x, w: gated_linear(x, w, config=config)).trace(x, w).lower(
+      lowering_platforms=("cuda",))
   assert "mosaic_gpu" in lowered.as_text()
 
 
@@ -106,8 +110,10 @@ def test_unavailable_without_a_hopper_gpu():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("persistent", [False, True])
 @pytest.mark.parametrize("rows, k, n", [(32000, 1024, 2048), (777, 1024, 2048), (256, 256, 64)])
-def test_kernel_matches_float64_on_gpu(rows, k, n):
+def test_kernel_matches_float64_on_gpu(rows, k, n, persistent):
   x, w = _inputs((rows,), k, n)
-  y = jax.jit(gated_linear)(x, w)
+  config = GatedLinearConfig(tile_m=64 if rows <= 4096 else 128, persistent=persistent)
+  y = jax.jit(lambda x, w: gated_linear(x, w, config=config))(x, w)
   assert _rel_err(y, _reference(x, w)) <= TOL
