@@ -17,6 +17,7 @@ silently.
 import importlib
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 GATED_LINEAR_IMPLS = ("xla", "pallas")
@@ -43,7 +44,7 @@ def unavailable_reason(impl: str, x, kernel, bias, dtype) -> str | None:
     return None
   if bias is not None:
     return "the Pallas kernel has no bias (fc1 bias in the config)"
-  if jax.numpy.dtype(dtype) != jax.numpy.dtype(jax.numpy.bfloat16):
+  if jnp.dtype(dtype) != jnp.dtype(jnp.bfloat16):
     return f"the Pallas kernel computes in bfloat16; the model computes in {dtype}"
   try:
     package = importlib.import_module("pallas_kernels.gated_linear")
