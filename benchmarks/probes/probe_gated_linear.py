@@ -29,7 +29,6 @@ CONFIGS = {
     "m128_n64_s2": GatedLinearConfig(max_concurrent_steps=2),
     "m64_n64_s2": GatedLinearConfig(tile_m=64, max_concurrent_steps=2),   # 2 blocks per SM
     "m64_n128_s3": GatedLinearConfig(tile_m=64, tile_n=128, max_concurrent_steps=3),
-    "m128_n128_s2": GatedLinearConfig(tile_n=128, max_concurrent_steps=2),
     "persistent": GatedLinearConfig(persistent=True),
     "persistent_s3": GatedLinearConfig(max_concurrent_steps=3, persistent=True),
     "persistent_m64": GatedLinearConfig(tile_m=64, max_concurrent_steps=2, persistent=True),

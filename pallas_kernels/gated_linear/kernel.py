@@ -25,6 +25,9 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 
+MAX_ACC_REGISTERS = 128   # of the 255 a compute thread may hold: value + gate accumulators
+
+
 @dataclasses.dataclass(frozen=True)
 class GatedLinearConfig:
   """Static tiling of the kernel (part of the jit cache key).
@@ -47,10 +50,13 @@ class GatedLinearConfig:
   persistent: bool = False
 
   def __post_init__(self):
-    if self.tile_m % 64 or not 64 <= self.tile_m <= 256:
-      raise ValueError(f"GatedLinearConfig.tile_m must be 64, 128, 192 or 256; got {self.tile_m}")
-    if self.tile_n % 64 or not 64 <= self.tile_n <= 128:
-      raise ValueError(f"GatedLinearConfig.tile_n must be 64 or 128; got {self.tile_n}")
+    if self.tile_m not in (64, 128) or self.tile_n not in (64, 128):
+      raise ValueError("GatedLinearConfig.tile_m and tile_n must be 64 or 128; got "
+                       f"{self.tile_m} and {self.tile_n}")
+    if 2 * self.tile_m * self.tile_n // 128 > MAX_ACC_REGISTERS:
+      raise ValueError(f"GatedLinearConfig: tile_m x tile_n = {self.tile_m} x {self.tile_n} "
+                       f"needs {2 * self.tile_m * self.tile_n // 128} accumulator registers per "
+                       f"thread; at most {MAX_ACC_REGISTERS}")
     if self.tile_k != 64:
       raise ValueError(f"GatedLinearConfig.tile_k must be 64; got {self.tile_k}")
     if self.max_concurrent_steps < 2:

@@ -38,7 +38,7 @@ def _rel_err(got, want):
     ((600,), 128, 192, GatedLinearConfig()),                 # 3 row blocks x 3 column blocks
     ((3, 37), 192, 128, GatedLinearConfig()),                 # 111 rows: padded to 256
     ((2, 100), 128, 64, GatedLinearConfig(tile_m=64, max_concurrent_steps=2)),
-    ((1,), 64, 128, GatedLinearConfig(tile_n=128)),
+    ((1,), 64, 128, GatedLinearConfig(tile_m=64, tile_n=128)),
     ((700,), 128, 192, GatedLinearConfig(persistent=True)),  # 9 tiles dealt to 3 blocks
 ])
 def test_interpreted_kernel_matches_float64(lead, k, n, config):
@@ -47,6 +47,17 @@ def test_interpreted_kernel_matches_float64(lead, k, n, config):
                                         interpret=plgpu.InterpretGPUParams()))(x, w)
   assert y.shape == lead + (n,) and y.dtype == jnp.bfloat16
   assert _rel_err(y, _reference(x, w)) <= TOL
+
+
+def test_config_errors_name_the_field():
+  with pytest.raises(ValueError, match="tile_m and tile_n must be 64 or 128"):
+    GatedLinearConfig(tile_m=256)
+  with pytest.raises(ValueError, match="128 x 128 needs 256 accumulator registers"):
+    GatedLinearConfig(tile_m=128, tile_n=128)
+  with pytest.raises(ValueError, match="tile_k must be 64"):
+    GatedLinearConfig(tile_k=32)
+  with pytest.raises(ValueError, match="max_concurrent_steps must be >= 2"):
+    GatedLinearConfig(max_concurrent_steps=1)
 
 
 def test_default_config_takes_half_height_blocks_for_few_rows():
