@@ -10,13 +10,14 @@
 #          the ~366-kernel decode step, if they fire). Command buffers are on by default for
 #          fusions and gemms (XLA profiles run op by op); s4a's set adding WHILE / CONDITIONAL
 #          made the decode step 55% slower, so it is not repeated.
+# $OUT brings back at most 8 files: the JSONs and logs come back, the plots stay on the machine.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 E2E="python3 benchmarks/e2e.py --models based-360m --prefill-batch-sizes 4,128 --decode-batch-sizes 256 --priority 4,256,128 --time-budget-s 200"
 (export CUDA_VISIBLE_DEVICES=0
- timeout 280 $E2E --out $OUT/e2e_default.json
- timeout 280 $E2E --xla-option xla_gpu_enable_triton_gemm=false --out $OUT/e2e_no_triton.json) > $OUT/gpu0.log 2>&1 &
+ timeout 280 $E2E --out $OUT/e2e_default.json --plot /tmp/e2e_default.png
+ timeout 280 $E2E --xla-option xla_gpu_enable_triton_gemm=false --out $OUT/e2e_no_triton.json --plot /tmp/e2e_no_triton.png) > $OUT/gpu0.log 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
- timeout 280 $E2E --xla-option xla_gpu_triton_gemm_any=true --out $OUT/e2e_triton_any.json
- timeout 280 $E2E --xla-option xla_gpu_experimental_enable_fusion_block_level_rewriter=true --xla-option xla_gpu_experimental_enable_triton_heroless_priority_fusion=true --out $OUT/e2e_triton_fusions.json) > $OUT/gpu1.log 2>&1 &
+ timeout 280 $E2E --xla-option xla_gpu_triton_gemm_any=true --out $OUT/e2e_triton_any.json --plot /tmp/e2e_triton_any.png
+ timeout 280 $E2E --xla-option xla_gpu_experimental_enable_fusion_block_level_rewriter=true --xla-option xla_gpu_experimental_enable_triton_heroless_priority_fusion=true --out $OUT/e2e_triton_fusions.json --plot /tmp/e2e_triton_fusions.png) > $OUT/gpu1.log 2>&1 &
 wait
 for f in $OUT/gpu*.log; do echo "== $f"; grep -E "B= *[0-9]+ prefill|error|Error" $f | cut -c1-300; done

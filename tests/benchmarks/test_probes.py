@@ -48,5 +48,34 @@ def test_pending_probe_scripts_parse_and_name_real_variants_and_flags(script):
         assert flag in options, f"{script.name}: e2e.py has no option {flag}"
 
 
+def _loop_values(text: str) -> dict[str, list[str]]:
+  """{"$attn": ["xla", "cudnn"]} for each `for attn in xla cudnn; do` in a script."""
+  return {f"${var}": values.split() for var, values in re.findall(r"for (\w+) in ([\w ]+); do",
+                                                                    text)}
+
+
+def _expand(name: str, loops: dict[str, list[str]]) -> set[str]:
+  for var, values in loops.items():
+    if var in name:
+      return {name.replace(var, value) for value in values}
+  return {name}
+
+
+@pytest.mark.parametrize("script", [p for p in PENDING if p.name.startswith("session7_")],
+                         ids=lambda p: p.name)
+def test_pending_probe_scripts_bring_back_at_most_8_files(script):
+  """The device tool returns at most 8 files from $OUT; e2e.py writes a PNG beside its JSON
+  unless --plot points elsewhere."""
+  text = script.read_text()
+  loops = _loop_values(text)
+  files = set()
+  for line in text.splitlines():
+    for name in re.findall(r"\$OUT/([\w.$-]+)", line):
+      files |= _expand(name, loops)
+      if ("e2e.py" in line or "$E2E" in line) and name.endswith(".json") and "--plot" not in line:
+        files |= _expand(name[:-len(".json")] + ".png", loops)
+  assert len(files) <= 8, sorted(files)
+
+
 def test_there_are_pending_probe_scripts():
   assert any(p.name.startswith("session7_") for p in PENDING), "no session7_probe*.sh found"
