@@ -3,8 +3,9 @@
     y = (x @ W)[:, :N] * silu((x @ W)[:, N:])       x [M, K] bf16, W [K, 2N] bf16 -> y [M, N] bf16
 
 XLA runs this as a cuBLAS gemm that writes h = x @ W ([M, 2N] bf16) and a separate elementwise
-kernel that reads h back and writes y: 6N bytes per row of memory traffic besides the gemm's
-inputs, against 2N when the gate is applied to the fp32 accumulators before the single store.
+kernel that reads h back and writes y: 10N bytes per row of memory traffic besides the gemm's
+inputs (write 4N, read 4N, write 2N), against 2N when the gate is applied to the fp32
+accumulators before the single store of y.
 
 A tile is 2 x tile_m rows and tile_n output columns: the value columns [n tile_n, (n+1) tile_n)
 and the gate columns N + the same. A thread block computes one tile, or (persistent) one block
