@@ -23,6 +23,12 @@ from jax import lax
 GATED_LINEAR_IMPLS = ("xla", "pallas")
 
 
+def swiglu_gate(h: jax.Array) -> jax.Array:
+  """h [..., 2N] = [value | gate] -> value * silu(gate) [..., N], in h's dtype."""
+  value, gate = jnp.split(h, 2, axis=-1)                                 # [..., N] each
+  return value * jax.nn.silu(gate)
+
+
 def gated_linear_xla(x, kernel, bias=None, *, dtype, precision=None) -> jax.Array:
   """x [..., d], kernel [d, 2N], bias [2N] or None -> [..., N] in `dtype`, computed as flax's
   nn.Dense(2N, dtype=dtype, precision=precision) followed by value * silu(gate)."""
@@ -31,9 +37,7 @@ def gated_linear_xla(x, kernel, bias=None, *, dtype, precision=None) -> jax.Arra
                       precision=precision)                               # [..., 2N]
   if bias is not None:
     h = h + bias.astype(dtype)
-  hidden = kernel.shape[1] // 2
-  value, gate = h[..., :hidden], h[..., hidden:]                         # [..., N] each
-  return value * jax.nn.silu(gate)
+  return swiglu_gate(h)                                                   # [..., N]
 
 
 def unavailable_reason(impl: str, x, kernel, bias, dtype) -> str | None:

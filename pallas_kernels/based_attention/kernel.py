@@ -86,18 +86,6 @@ def _mm(a, b, shape):
   return pl.run_scoped(body, plgpu.ACC(shape, jnp.float32))
 
 
-def _mm2(x_smem, mat_i, mat_j):
-  """(X @ M_i, X @ M_j) as fp32 [64, 64] arrays: two wgmmas, one wait."""
-
-  def body(acc_i, acc_j):
-    plgpu.wgmma(acc_i, x_smem, mat_i)
-    plgpu.wgmma(acc_j, x_smem, mat_j)
-    return acc_i[...], acc_j[...]
-
-  shape = plgpu.ACC((CHUNK, 64), jnp.float32)
-  return pl.run_scoped(body, shape, plgpu.ACC((CHUNK, 64), jnp.float32))
-
-
 def _mm_pairs(*pairs):
   """[a @ b for (a, b) in pairs] as fp32 [64, 64] arrays: one wgmma per pair, one wait."""
 
@@ -124,7 +112,7 @@ def _build_key_features_t(k_smem, mats_smem, consume, at=static_at):
   tiled_t, shifted = _mm_pairs((mat_t(features.MAT_TILE), k_t),
                                (mat_t(features.MAT_SHIFT0_K), k_t))      # [64, 64] each
   consume(0, (tiled_t * shifted).astype(jnp.bfloat16), None)
-  (shifted,) = _mm_pairs((mat_t(features.MAT_SHIFT1), k_t))               # [64, 64]
+  shifted = _mm(mat_t(features.MAT_SHIFT1), k_t, (CHUNK, 64))             # [64, 64]
   consume(1, (tiled_t * shifted).astype(jnp.bfloat16), None)
   left, right = _mm_pairs((mat_t(features.MAT_LEFT2), k_t),
                           (mat_t(features.MAT_RIGHT2_K), k_t))            # [64, 64] each
@@ -153,13 +141,13 @@ def _build_features(x_smem, mats_smem, phi_smem, side: str, left_smem=None, at=s
   right2 = features.MAT_RIGHT2_Q if side == "q" else features.MAT_RIGHT2_K
   if first is None:
     x, mat_tile, mat_shift0 = first_products(x_smem, mats_smem, side, at)
-    first = _mm2(x, mat_tile, mat_shift0)
+    first = _mm_pairs((x, mat_tile), (x, mat_shift0))
   tiled_x, shifted = first                                                # [64, 64] each
   at(phi_smem, 0)[...] = (tiled_x * shifted).astype(jnp.bfloat16)
   shifted = _mm(x_smem, at(mats_smem, features.MAT_SHIFT1), (CHUNK, 64))  # [64, 64]
   at(phi_smem, 1)[...] = (tiled_x * shifted).astype(jnp.bfloat16)
-  left, right = _mm2(x_smem, at(mats_smem, features.MAT_LEFT2),
-                     at(mats_smem, right2))                               # [64, 64] each
+  left, right = _mm_pairs((x_smem, at(mats_smem, features.MAT_LEFT2)),
+                          (x_smem, at(mats_smem, right2)))                # [64, 64] each
   col = plgpu.broadcasted_iota(jnp.int32, (CHUNK, 64), 1, layout=_WGMMA)  # [64, 64]
   left = left + jnp.where(col >= _F, 1.0, 0.0)
   right = right + jnp.where(col == 2 * _F, 1.0, 0.0)

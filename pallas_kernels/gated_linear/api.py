@@ -13,6 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from based_jax.ops.gated_linear import swiglu_gate
 from based_jax.ops.hardware import hopper_unavailable_reason
 from pallas_kernels.gated_linear.kernel import GatedLinearConfig, gated_linear_call
 
@@ -20,8 +21,7 @@ from pallas_kernels.gated_linear.kernel import GatedLinearConfig, gated_linear_c
 def _xla_gated_linear(x, w):
   """The definition in XLA with the kernel's rounding: fp32 products, one bf16 rounding."""
   h = jnp.dot(x, w, preferred_element_type=jnp.float32)                  # [..., 2N]
-  value, gate = jnp.split(h, 2, axis=-1)                                 # [..., N] each
-  return (value * jax.nn.silu(gate)).astype(x.dtype)
+  return swiglu_gate(h).astype(x.dtype)                                  # [..., N]
 
 
 def shape_reason(x, w, config: GatedLinearConfig = GatedLinearConfig()) -> str | None:
