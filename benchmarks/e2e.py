@@ -101,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--memory-after", type=int, default=3,
                       help="run the --memory-lengths compiles after this many based-360m batch "
                       "sizes (default 3: after the targets)")
-  parser.add_argument("--mlp-impl", default="xla", choices=("xla", "pallas"),
-                      help="SwiGLU fc1 + gate: BasedLM(mlp_impl=...), 'xla' (the library default) "
-                      "or 'pallas' (the gate fused into a Mosaic GPU gemm)")
+  parser.add_argument("--mlp-impl", default="xla", choices=("xla", "pallas", "auto"),
+                      help="SwiGLU fc1 + gate: BasedLM(mlp_impl=...), 'xla' (the library default), "
+                      "'pallas' (the gate fused into a Mosaic GPU gemm) or 'auto' (pallas for "
+                      "more than 4096 rows, xla below)")
   parser.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
                       help="an XLA option for the generate program only (repeatable), e.g. "
                       "xla_gpu_enable_triton_gemm=false: generate(compiler_options=...); values "

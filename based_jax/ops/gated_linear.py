@@ -8,19 +8,23 @@ Implementations:
             separate elementwise pass); any backend, any dtype, with or without bias. The
             default.
   "pallas"  `pallas_kernels.gated_linear`: the gate applied to the fp32 accumulators of a Mosaic
-            GPU gemm, so h is never written (Hopper, bf16, no bias). Not the default: written in
-            session 6 without a GPU, it has no measurement against cuBLAS yet.
+            GPU gemm, so h is never written (Hopper, bf16, no bias). On the H200 at based-360m's
+            fc1 (1024 -> 2 x 2048) 0.388 vs 0.421 ms for XLA's gemm + gate at 32000 rows, but
+            0.0095 vs 0.0074 ms at 256 rows (run s7b, docs/benchmarks.md).
+  "auto"    "pallas" where it can run and the rows exceed AUTO_MIN_ROWS, else "xla".
 A named implementation that cannot run raises ValueError naming the reason; nothing falls back
 silently.
 """
 
 import importlib
+import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-GATED_LINEAR_IMPLS = ("xla", "pallas")
+GATED_LINEAR_IMPLS = ("xla", "pallas", "auto")
+AUTO_MIN_ROWS = 4096   # at and below (a decode step) cuBLAS + the gate pass beat the kernel
 
 
 def swiglu_gate(h: jax.Array) -> jax.Array:
@@ -44,7 +48,7 @@ def unavailable_reason(impl: str, x, kernel, bias, dtype) -> str | None:
   """None when `impl` can run on these arguments here; otherwise why not."""
   if impl not in GATED_LINEAR_IMPLS:
     raise ValueError(f"gated_linear: impl must be one of {GATED_LINEAR_IMPLS}; got {impl!r}")
-  if impl == "xla":
+  if impl in ("xla", "auto"):            # "auto" falls back to "xla" by design
     return None
   if bias is not None:
     return "the Pallas kernel has no bias (fc1 bias in the config)"
@@ -57,6 +61,14 @@ def unavailable_reason(impl: str, x, kernel, bias, dtype) -> str | None:
   return package.unavailable_reason(x.astype(dtype), kernel.astype(dtype))
 
 
+def resolve_auto(x, kernel, bias, dtype) -> str:
+  """The implementation "auto" picks for these arguments: "pallas" or "xla"."""
+  rows = math.prod(x.shape[:-1])
+  if rows > AUTO_MIN_ROWS and unavailable_reason("pallas", x, kernel, bias, dtype) is None:
+    return "pallas"
+  return "xla"
+
+
 def gated_linear(x, kernel, bias=None, *, dtype, precision=None, impl: str = "xla"):
   """h = x @ kernel (+ bias); returns h[..., :N] * silu(h[..., N:]) through `impl`.
 
@@ -66,6 +78,8 @@ def gated_linear(x, kernel, bias=None, *, dtype, precision=None, impl: str = "xl
   reason = unavailable_reason(impl, x, kernel, bias, dtype)
   if reason is not None:
     raise ValueError(f"gated_linear(impl={impl!r}) cannot run here: {reason}")
+  if impl == "auto":
+    impl = resolve_auto(x, kernel, bias, dtype)
   if impl == "xla":
     return gated_linear_xla(x, kernel, bias, dtype=dtype, precision=precision)
   package = importlib.import_module("pallas_kernels.gated_linear")

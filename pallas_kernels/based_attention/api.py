@@ -255,8 +255,9 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
 
   Returns (out [B, L, H, Dv] bf16, kv [B, H, 273, Dv] f32, k_state [B, H, 273] f32).
   """
+  staging = config.resolved_staging(interpret is not None)
   if (interpret is not None and backend == "kernel" and config.schedule == "single"
-      and config.operand_staging in ("registers", "p_registers")):
+      and staging in ("registers", "p_registers")):
     raise ValueError(f"KernelConfig(operand_staging={config.operand_staging!r}) cannot run in "
                      "the Mosaic GPU interpreter, which takes only shared-memory wgmma A "
                      "operands; 'smem_t' computes the same values there")
@@ -281,7 +282,7 @@ def forward(q, k, v, kv0, ks0, *, normalize: bool, eps: float, config: KernelCon
                 two_waits=config.feature_waits == 2, interpret=interpret)
   if backend == "kernel" and config.schedule == "single":
     common.update(fresh_views=config.fresh_views, overlap_output=config.overlap_output,
-                  operand_staging=config.operand_staging)
+                  operand_staging=staging)
   segment_call = BACKENDS[backend]
   groups = backend == "kernel" and config.schedule == "groups"
   gram_sums = False

@@ -3,6 +3,7 @@
 import dataclasses
 
 CHUNK = 64  # tokens per step: the wgmma M dimension
+OPERAND_STAGING_CHOICES = ("auto", "smem", "smem_t", "registers", "p_registers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,20 +63,22 @@ class KernelConfig:
     feature products together with a chunk's output wgmmas and wait for both at once: one
     tensor-core wait less per chunk, two more [64, 64] fp32 values live at it. Not yet timed
     on a GPU (added at the end of session 5, when the session's device time was spent).
-  operand_staging: (single-warpgroup kernel, feature_waits=3, no overlap_output) how the key
-    features psi_k(K), the Gram left factor and the intra-chunk scores P reach the tensor cores:
-    "smem"      - psi_k [tokens, features] and P stored to shared memory, psi_k read
-                  transposed by the state update. The default.
+  operand_staging: (single-warpgroup kernel) how the key features psi_k(K), the Gram left
+    factor and the intra-chunk scores P reach the tensor cores:
+    "auto"      - "registers" on the GPU when feature_waits=3 and overlap_output is off,
+                  "smem_t" (the same values) in the CPU interpreter, else "smem". The default.
     "registers" - psi_k^T [features, tokens] built directly by transposed products and fed,
                   with the left factor^T and P, to the wgmmas from registers: per 64-token
                   chunk ~80 KB less shared-memory store and read traffic, 16-32 more live
-                  registers. Not yet run on a GPU (written in session 6, which had no device
-                  time); the CPU interpreter cannot run it (it takes only shared-memory A
-                  operands), so it is checked there through "smem_t" and the CUDA lowering.
+                  registers. On the H200 (L 8192, H 16, Dv 64) 6.55 vs 7.18 ms at B = 256,
+                  0.393 vs 0.446 ms at B = 16, 0.0696 vs 0.0746 ms at B = 1 and 3.63 vs
+                  4.08 ms with normalize=True at B = 128 (run s7a, docs/benchmarks.md). The
+                  CPU interpreter cannot run it (it takes only shared-memory A operands).
     "smem_t"    - psi_k^T and the left factor^T as in "registers", staged in shared memory:
                   the same values, for the interpreter.
-    "p_registers" - only P from registers (16 live registers at the output wgmmas, the keys
-                  as in "smem"): the cheap half of "registers", should that one spill.
+    "p_registers" - only P from registers, the keys as in "smem" (6.87 ms at B = 256).
+    "smem"      - psi_k [tokens, features] and P stored to shared memory, psi_k read
+                  transposed by the state update (the default up to session 6).
   """
 
   max_value_block: int = 64
@@ -88,7 +91,7 @@ class KernelConfig:
   feature_waits: int = 3
   fresh_views: bool = True
   overlap_output: bool = False
-  operand_staging: str = "smem"
+  operand_staging: str = "auto"
 
   def __post_init__(self):
     if self.max_value_block % 16 or not 16 <= self.max_value_block <= 128:
@@ -115,12 +118,21 @@ class KernelConfig:
     if self.overlap_output and self.feature_waits != 3:
       raise ValueError("KernelConfig.overlap_output needs feature_waits=3; got "
                        f"feature_waits={self.feature_waits}")
-    if self.operand_staging not in ("smem", "smem_t", "registers", "p_registers"):
-      raise ValueError("KernelConfig.operand_staging must be 'smem', 'smem_t', 'registers' or "
-                       f"'p_registers'; got {self.operand_staging!r}")
-    if self.operand_staging != "smem" and (self.feature_waits != 3 or self.overlap_output):
+    if self.operand_staging not in OPERAND_STAGING_CHOICES:
+      raise ValueError("KernelConfig.operand_staging must be 'auto', 'smem', 'smem_t', "
+                       f"'registers' or 'p_registers'; got {self.operand_staging!r}")
+    if (self.operand_staging not in ("auto", "smem")
+        and (self.feature_waits != 3 or self.overlap_output)):
       raise ValueError(f"KernelConfig.operand_staging={self.operand_staging!r} needs "
                        "feature_waits=3 and overlap_output=False")
     if self.max_concurrent_steps < 1:
       raise ValueError(
           f"KernelConfig.max_concurrent_steps must be >= 1; got {self.max_concurrent_steps}")
+
+  def resolved_staging(self, interpret: bool) -> str:
+    """operand_staging with "auto" resolved for the GPU (interpret=False) or the interpreter."""
+    if self.operand_staging != "auto":
+      return self.operand_staging
+    if self.feature_waits != 3 or self.overlap_output:
+      return "smem"
+    return "smem_t" if interpret else "registers"

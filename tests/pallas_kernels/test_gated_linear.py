@@ -60,11 +60,12 @@ def test_config_errors_name_the_field():
     GatedLinearConfig(max_concurrent_steps=1)
 
 
-def test_default_config_takes_half_height_blocks_for_few_rows():
+def test_default_config_is_half_height_for_few_rows_and_persistent_for_many():
   from pallas_kernels.gated_linear.api import SMALL_ROWS, default_config
 
   assert default_config(256).tile_m == 64 and default_config(SMALL_ROWS).tile_m == 64
-  assert default_config(SMALL_ROWS + 1) == GatedLinearConfig()
+  assert not default_config(SMALL_ROWS).persistent
+  assert default_config(SMALL_ROWS + 1) == GatedLinearConfig(persistent=True)
 
 
 def test_gradient_is_the_xla_definitions():

@@ -54,11 +54,11 @@ MIN_CPUS_FOR_GROUPS = 4
 _needs_cpus = pytest.mark.skipif(
     (os.cpu_count() or 1) < MIN_CPUS_FOR_GROUPS,
     reason=f"the four-warpgroup kernel needs >= {MIN_CPUS_FOR_GROUPS} host CPUs in the interpreter")
-VARIANTS = [pytest.param({}, id="single"),
+VARIANTS = [pytest.param({}, id="single"),          # operand_staging "auto": "smem_t" here
+            pytest.param({"operand_staging": "smem"}, id="keys_smem"),
             pytest.param({"feature_waits": 2}, id="two_waits"),
             pytest.param({"fresh_views": False}, id="static_views"),
             pytest.param({"overlap_output": True}, id="overlap_output"),
-            pytest.param({"operand_staging": "smem_t"}, id="keys_transposed"),
             pytest.param({"schedule": "groups"}, id="groups", marks=_needs_cpus)]
 
 

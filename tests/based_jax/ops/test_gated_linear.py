@@ -1,6 +1,8 @@
 """The dispatch point of the SwiGLU gated layer: the XLA definition against float64 NumPy and
 flax's nn.Dense, and named errors where an implementation cannot run."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +45,7 @@ def test_xla_definition_is_flax_dense_then_the_gate_bit_for_bit(dtype):
 
 def test_named_errors():
   x, kernel, b = _inputs(True)
-  assert GATED_LINEAR_IMPLS == ("xla", "pallas")
+  assert GATED_LINEAR_IMPLS == ("xla", "pallas", "auto")
   with pytest.raises(ValueError, match="impl must be one of"):
     gated_linear(x, kernel, dtype=jnp.float32, impl="cublas")
   with pytest.raises(ValueError, match="impl='pallas'.*no bias"):
@@ -54,3 +56,24 @@ def test_named_errors():
     x64 = jnp.zeros((4, 64), jnp.bfloat16)
     with pytest.raises(ValueError, match="impl='pallas'.*no GPU visible"):
       gated_linear(x64, jnp.zeros((64, 128)), dtype=jnp.bfloat16, impl="pallas")
+
+
+def test_auto_takes_the_kernel_only_above_the_row_threshold_and_where_it_runs(monkeypatch):
+  module = importlib.import_module("based_jax.ops.gated_linear")   # the module, not the function
+
+  kernel = jnp.zeros((64, 128), jnp.bfloat16)
+  few = jnp.zeros((module.AUTO_MIN_ROWS, 64), jnp.bfloat16)              # [4096, 64]
+  many = jnp.zeros((2, module.AUTO_MIN_ROWS // 2 + 1, 64), jnp.bfloat16)  # 4098 rows
+  if jax.default_backend() != "gpu":   # no GPU: never the kernel, however many rows
+    assert module.resolve_auto(many, kernel, None, jnp.bfloat16) == "xla"
+  monkeypatch.setattr(module, "unavailable_reason",
+                      lambda impl, *args: None if impl == "pallas" else "unexpected")
+  assert module.resolve_auto(few, kernel, None, jnp.bfloat16) == "xla"
+  assert module.resolve_auto(many, kernel, None, jnp.bfloat16) == "pallas"
+
+
+def test_auto_matches_the_definition_where_it_falls_back():
+  x, kernel, b = _inputs(True)
+  want = gated_linear_xla(x, kernel, b, dtype=jnp.float32)
+  got = gated_linear(x, kernel, b, dtype=jnp.float32, impl="auto")
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
