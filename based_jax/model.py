@@ -184,8 +184,10 @@ class BasedLM(nn.Module):
     where it cannot run). On the H200 (attn-360m, bf16, 8000-token prompts) cuDNN measured
     70.95 ms at B = 4 where the scan took 574 ms (docs/benchmarks.md).
   mlp_impl: the SwiGLU MLPs' first layer and gate (based_jax.ops.gated_linear): "xla" (the
-    default: a gemm, then the gate as a separate pass) or "pallas" (the gate fused into a Mosaic
-    GPU gemm; Hopper, bf16, no fc1 bias; an error where it cannot run).
+    default: a gemm, then the gate as a separate pass), "pallas" (the gate fused into a Mosaic
+    GPU gemm; Hopper, bf16, no fc1 bias; an error where it cannot run) or "auto" ("pallas" above
+    4096 rows where it can run, else "xla"). The kernel beats XLA in isolation but did not make
+    the H200 prefill faster inside the model (docs/benchmarks.md), hence not the default.
   """
 
   config: BasedConfig
