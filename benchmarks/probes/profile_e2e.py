@@ -7,7 +7,8 @@
 based-360m, random bf16 weights, 128-token prompts for decode (a Based decode step does not
 depend on the context length), an 8000-token prompt at B = 4 for the prefill. SMOKE=1: tiny
 model on the CPU, no breakdown. PROFILE_DECODE_BATCHES (default "4,256"), PROFILE_PREFILL_BATCH
-(default 4) and PROFILE_TOP (kernels listed, default 25) override the shapes.
+(default 4) and PROFILE_TOP (kernels listed, default 25) override the shapes; PROFILE_MLP_IMPL
+(default "xla") is BasedLM's mlp_impl (the SwiGLU fc1 + gate: "xla", "pallas" or "auto").
 Session-2 output (its tail, from an earlier form of this script):
 benchmarks/results/session2/probe_e2e.log.
 """
@@ -32,6 +33,7 @@ SMOKE = os.environ.get("SMOKE") == "1"
 DECODE_BATCHES = tuple(int(b) for b in os.environ.get("PROFILE_DECODE_BATCHES", "4,256").split(","))
 PREFILL_BATCH = int(os.environ.get("PROFILE_PREFILL_BATCH", "4"))
 TOP = int(os.environ.get("PROFILE_TOP", "25"))
+MLP_IMPL = os.environ.get("PROFILE_MLP_IMPL", "xla")
 T0 = time.time()
 
 
@@ -48,7 +50,7 @@ def breakdown(fn, *args, top, label):
 
 def model_and_params():
   config = BasedConfig.tiny() if SMOKE else BasedConfig.based_360m()
-  model = BasedLM(config, dtype=jnp.bfloat16)
+  model = BasedLM(config, dtype=jnp.bfloat16, mlp_impl=MLP_IMPL)
   return config, model, random_bf16_params(model)
 
 
@@ -85,7 +87,7 @@ def prefill(config, model, params):
     jax.block_until_ready(fn(params, ids))
     log(f"prefill B={batch} L={length} ran")
     return
-  breakdown(fn, params, ids, top=TOP, label=f"prefill B={batch} L={length}")
+  breakdown(fn, params, ids, top=TOP, label=f"prefill B={batch} L={length} mlp_impl={MLP_IMPL}")
 
 
 def main(parts):
