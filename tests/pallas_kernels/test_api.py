@@ -140,6 +140,18 @@ def test_config_rejects_bad_values():
       KernelConfig(operand_staging="registers", **other)
 
 
+def test_operand_staging_auto_is_registers_on_the_gpu_and_smem_t_in_the_interpreter():
+  auto = KernelConfig()
+  assert auto.operand_staging == "auto"
+  assert auto.resolved_staging(interpret=False) == "registers"
+  assert auto.resolved_staging(interpret=True) == "smem_t"
+  for other in ({"feature_waits": 2}, {"overlap_output": True}):   # settings registers can't take
+    config = KernelConfig(**other)
+    assert config.resolved_staging(interpret=False) == config.resolved_staging(True) == "smem"
+  for staging in ("smem", "smem_t", "registers", "p_registers"):   # explicit choices stay
+    assert KernelConfig(operand_staging=staging).resolved_staging(interpret=False) == staging
+
+
 def test_register_operands_in_the_interpreter_is_a_named_error():
   rng = np.random.default_rng()
   q, k, v = (jnp.asarray(rng.standard_normal((1, 64, 1, d)), jnp.bfloat16) for d in (16, 16, 64))
