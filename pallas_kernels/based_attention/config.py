@@ -61,8 +61,9 @@ class KernelConfig:
     4.05 vs 6.19 ms with normalize=True at B = 128 (run s5a, docs/benchmarks.md).
   overlap_output: (single-warpgroup kernel, feature_waits=3) issue the k side's first two
     feature products together with a chunk's output wgmmas and wait for both at once: one
-    tensor-core wait less per chunk, two more [64, 64] fp32 values live at it. Not yet timed
-    on a GPU (added at the end of session 5, when the session's device time was spent).
+    tensor-core wait less per chunk, two more [64, 64] fp32 values live at it. Not faster on
+    the H200: within 0.6% of the session-5 default without normalization, 5.4% slower with
+    it, where it spills (run s7a, docs/benchmarks.md); it also rules out register operands.
   operand_staging: (single-warpgroup kernel) how the key features psi_k(K), the Gram left
     factor and the intra-chunk scores P reach the tensor cores:
     "auto"      - "registers" on the GPU when feature_waits=3 and overlap_output is off,
