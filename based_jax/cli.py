@@ -20,6 +20,7 @@ from pathlib import Path
 DTYPES = ("bfloat16", "float32")
 IMPLS = ("auto", "reference", "chunked", "pallas", "ffi")
 ATTN_IMPLS = ("auto", "xla", "cudnn")  # = mixers.ATTENTION_IMPLS, not imported: --help stays light
+MLP_IMPLS = ("xla", "pallas", "auto")  # = ops.GATED_LINEAR_IMPLS, likewise
 BENCHMARKS = ("e2e", "kernels")
 DEFAULT_MAX_PROMPT_TOKENS = 8192
 EXIT_USAGE = 2
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(cuDNN for unpadded batches on a GPU in bf16, else XLA), xla, or cudnn "
                    "(cuDNN for every batch, left-padded prompt buckets included; an error where "
                    "it cannot run)")
+  gen.add_argument("--mlp-impl", choices=MLP_IMPLS, default="xla",
+                   help="the SwiGLU MLPs' fc1 + gate: xla (the default), pallas (the gate fused "
+                   "into a Mosaic GPU gemm; Hopper, bfloat16; an error where it cannot run) or "
+                   "auto (pallas for prompts of more than 4096 tokens in all, where it can run)")
   gen.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
                    help="tokenizer: a directory, a hub id, or 'byte' (default: the checkpoint "
                    "directory's own files, else config.json's \"tokenizer\", else gpt2)")
@@ -138,7 +143,8 @@ def _check_generate_args(args) -> None:
     raise UsageError("--stop must not be empty")
 
 
-def _load_model(name: str, dtype: str, impl: str, attn_impl: str = "auto"):
+def _load_model(name: str, dtype: str, impl: str, attn_impl: str = "auto",
+                mlp_impl: str = "xla"):
   """(model, params) from a checkpoint directory or hub id; params stored in `dtype`."""
   import jax.numpy as jnp
 
@@ -146,7 +152,20 @@ def _load_model(name: str, dtype: str, impl: str, attn_impl: str = "auto"):
 
   jdtype = getattr(jnp, dtype)
   return pretrained.from_pretrained(name, dtype=jdtype, param_dtype=jdtype, la_impl=impl,
-                                    attn_impl=attn_impl)
+                                    attn_impl=attn_impl, mlp_impl=mlp_impl)
+
+
+def _check_mlp_impl(model, mlp_impl: str) -> None:
+  """--mlp-impl pallas where the kernel cannot run: a usage error before generating. Models
+  without SwiGLU MLPs (Mamba) ignore the flag."""
+  if mlp_impl != "pallas" or not hasattr(model.config, "mlp_fc1_bias"):
+    return
+  import importlib
+
+  gated_linear = importlib.import_module("based_jax.ops.gated_linear")
+  reason = gated_linear.pallas_model_reason(model.dtype, model.config.mlp_fc1_bias)
+  if reason is not None:
+    raise UsageError(f"--mlp-impl pallas: {reason}")
 
 
 def _check_attn_impl(model, attn_impl: str) -> None:
@@ -223,17 +242,19 @@ def cmd_generate(args, out=None, err=None) -> int:
 
   t0 = time.perf_counter()
   try:
-    model, params = _load_model(args.model, args.dtype, args.impl, args.attn_impl)
+    model, params = _load_model(args.model, args.dtype, args.impl, args.attn_impl,
+                                args.mlp_impl)
   except (OSError, ValueError) as e:
     raise UsageError(f"could not load the model {args.model!r}: {e}") from e
   load_s = time.perf_counter() - t0
   _check_attn_impl(model, args.attn_impl)
+  _check_mlp_impl(model, args.mlp_impl)
   model_vocab = model.config.vocab_size_padded
   if tokenizer.vocab_size > model_vocab:
     raise UsageError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
                      f"{model_vocab}; pass the checkpoint's tokenizer with --tokenizer")
   print(f"[based-jax] loaded {args.model} ({args.dtype}, impl={args.impl}, "
-        f"attn_impl={args.attn_impl}) in {load_s:.1f} s", file=err)
+        f"attn_impl={args.attn_impl}, mlp_impl={args.mlp_impl}) in {load_s:.1f} s", file=err)
 
   eos = None if args.ignore_eos else tokenizer.eos_token_id
   for batch, (input_ids, mask) in encoded:

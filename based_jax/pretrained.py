@@ -32,11 +32,12 @@ def _dtype_name(dtype, arg: str) -> str:
 
 def from_pretrained(path_or_hub_id: str | os.PathLike, dtype=jnp.float32, *,
                     param_dtype=None, la_impl: str = "auto", attn_impl: str = "auto",
+                    mlp_impl: str = "xla",
                     revision: str | None = None) -> tuple[BasedLM | MambaLM, dict]:
-  """Returns `(BasedLM(config, dtype=dtype, la_impl=la_impl, attn_impl=attn_impl), params)`, or
-  `(MambaLM(config, dtype=dtype), params)` for a Mamba checkpoint (`backbone.*` keys / a Mamba
-  config.json; la_impl and attn_impl do not apply; its A_log and D stay float32 whatever
-  param_dtype).
+  """Returns `(BasedLM(config, dtype=dtype, la_impl=la_impl, attn_impl=attn_impl,
+  mlp_impl=mlp_impl), params)`, or `(MambaLM(config, dtype=dtype), params)` for a Mamba checkpoint
+  (`backbone.*` keys / a Mamba config.json; the *_impl switches do not apply; its A_log and D stay
+  float32 whatever param_dtype).
 
   dtype: compute dtype of the model (jnp.float32 or jnp.bfloat16); logits are float32 either way.
   param_dtype: dtype of the returned params; None keeps a converted file's storage dtype and
@@ -63,7 +64,8 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, dtype=jnp.float32, *,
     return MambaLM(config, dtype=dtype), params
   if param_dtype is not None:
     params = jax.tree_util.tree_map(lambda x: x.astype(param_dtype), params)
-  return BasedLM(config, dtype=dtype, la_impl=la_impl, attn_impl=attn_impl), params
+  return BasedLM(config, dtype=dtype, la_impl=la_impl, attn_impl=attn_impl,
+                 mlp_impl=mlp_impl), params
 
 
 def _load_converted(files) -> tuple[BasedConfig | MambaConfig, dict]:

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from based_jax.ops.hardware import hopper_unavailable_reason
+
 GATED_LINEAR_IMPLS = ("xla", "pallas", "auto")
 AUTO_MIN_ROWS = 4096   # at and below (a decode step) cuBLAS + the gate pass beat the kernel
 
@@ -50,15 +52,33 @@ def unavailable_reason(impl: str, x, kernel, bias, dtype) -> str | None:
     raise ValueError(f"gated_linear: impl must be one of {GATED_LINEAR_IMPLS}; got {impl!r}")
   if impl in ("xla", "auto"):            # "auto" falls back to "xla" by design
     return None
-  if bias is not None:
+  reason = _model_reason(dtype, has_bias=bias is not None)
+  if reason is not None:
+    return reason
+  package = importlib.import_module("pallas_kernels.gated_linear")
+  return package.unavailable_reason(x.astype(dtype), kernel.astype(dtype))   # shapes, GPU
+
+
+def _model_reason(dtype, has_bias: bool) -> str | None:
+  """Why "pallas" cannot serve a model with this compute dtype and fc1 bias, hardware aside."""
+  if has_bias:
     return "the Pallas kernel has no bias (fc1 bias in the config)"
   if jnp.dtype(dtype) != jnp.dtype(jnp.bfloat16):
-    return f"the Pallas kernel computes in bfloat16; the model computes in {dtype}"
+    return f"the Pallas kernel computes in bfloat16; the model computes in {jnp.dtype(dtype)}"
   try:
-    package = importlib.import_module("pallas_kernels.gated_linear")
+    importlib.import_module("pallas_kernels.gated_linear")
   except ImportError as e:
     return f"package 'pallas_kernels.gated_linear' cannot be imported ({e})"
-  return package.unavailable_reason(x.astype(dtype), kernel.astype(dtype))
+  return None
+
+
+def pallas_model_reason(dtype, has_bias: bool) -> str | None:
+  """Why "pallas" cannot run for a model with this compute dtype and fc1 bias on this machine,
+  before any input shape is known (the CLI's check of --mlp-impl pallas); None when it can."""
+  reason = _model_reason(dtype, has_bias)
+  if reason is not None:
+    return reason
+  return hopper_unavailable_reason("the Pallas gated-linear kernel")
 
 
 def resolve_auto(x, kernel, bias, dtype) -> str:

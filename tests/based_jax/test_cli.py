@@ -55,10 +55,12 @@ def test_generate_help_lists_options(capsys):
   text = capsys.readouterr().out
   for flag in ("--model", "--prompt-file", "--max-new-tokens", "--temperature", "--top-k",
                "--top-p", "--seed", "--batch-size", "--dtype", "--impl", "--attn-impl",
-               "--max-prompt-tokens"):
+               "--mlp-impl", "--max-prompt-tokens"):
     assert flag in text
   from based_jax.mixers import ATTENTION_IMPLS
+  from based_jax.ops import GATED_LINEAR_IMPLS
   assert cli.ATTN_IMPLS == ATTENTION_IMPLS
+  assert cli.MLP_IMPLS == GATED_LINEAR_IMPLS
 
 
 def test_bench_help_and_convert_routing(capsys):
@@ -184,6 +186,18 @@ def test_generate_without_model_uses_the_shipped_offline_model(capsys, monkeypat
   assert captured.out.startswith("The ")
   assert len(captured.out.rstrip("\n")) > len("The ")
   assert "byte-based" in captured.err and "decode" in captured.err
+
+
+def test_generate_mlp_impl_pallas_where_it_cannot_run_is_a_usage_error(capsys, monkeypatch):
+  """float32 never runs the Pallas gated-linear kernel: one error line naming the flag."""
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  assert cli.main(["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype",
+                   "float32", "--mlp-impl", "pallas"]) == 2
+  err = capsys.readouterr().err
+  assert "--mlp-impl pallas: the Pallas kernel computes in bfloat16" in err
+  assert cli.main(["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype",
+                   "float32", "--mlp-impl", "auto"]) == 0          # auto falls back to xla
+  assert "mlp_impl=auto" in capsys.readouterr().err
 
 
 def test_generate_attn_impl_cudnn_where_it_cannot_run_is_a_usage_error(capsys, monkeypatch):

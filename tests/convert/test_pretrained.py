@@ -53,8 +53,10 @@ def test_all_sources_give_the_same_model_and_params(dirs):
 
 
 def test_dtypes(dirs):
-  model, params = from_pretrained(dirs / "b16", dtype=jnp.bfloat16, la_impl="reference")
+  model, params = from_pretrained(dirs / "b16", dtype=jnp.bfloat16, la_impl="reference",
+                                  attn_impl="xla", mlp_impl="auto")
   assert model.dtype == jnp.bfloat16 and model.la_impl == "reference"
+  assert model.attn_impl == "xla" and model.mlp_impl == "auto"
   assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {jnp.dtype(jnp.bfloat16)}
   _, params = from_pretrained(dirs / "b16", param_dtype=jnp.float32)
   assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {jnp.dtype(jnp.float32)}
