@@ -188,25 +188,17 @@ def test_generate_without_model_uses_the_shipped_offline_model(capsys, monkeypat
   assert "byte-based" in captured.err and "decode" in captured.err
 
 
-def test_generate_mlp_impl_pallas_where_it_cannot_run_is_a_usage_error(capsys, monkeypatch):
-  """float32 never runs the Pallas gated-linear kernel: one error line naming the flag."""
+@pytest.mark.parametrize("flag, bad, message, good", [
+    ("--attn-impl", "cudnn", "cuDNN flash attention takes bfloat16", "xla"),
+    ("--mlp-impl", "pallas", "the Pallas kernel computes in bfloat16", "auto"),  # auto -> xla
+])
+def test_generate_kernel_flag_where_it_cannot_run_is_a_usage_error(capsys, monkeypatch, flag, bad,
+                                                                   message, good):
+  """float32 runs neither on cuDNN nor on the Pallas gated-linear kernel: one error line naming
+  the flag, on any backend; the fallback choice runs."""
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-  assert cli.main(["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype",
-                   "float32", "--mlp-impl", "pallas"]) == 2
-  err = capsys.readouterr().err
-  assert "--mlp-impl pallas: the Pallas kernel computes in bfloat16" in err
-  assert cli.main(["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype",
-                   "float32", "--mlp-impl", "auto"]) == 0          # auto falls back to xla
-  assert "mlp_impl=auto" in capsys.readouterr().err
-
-
-def test_generate_attn_impl_cudnn_where_it_cannot_run_is_a_usage_error(capsys, monkeypatch):
-  """float32 never runs on cuDNN: one error line naming the flag, on any backend."""
-  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-  assert cli.main(["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype",
-                   "float32", "--attn-impl", "cudnn"]) == 2
-  err = capsys.readouterr().err
-  assert "--attn-impl cudnn: cuDNN flash attention takes bfloat16" in err
-  assert cli.main(["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype",
-                   "float32", "--attn-impl", "xla"]) == 0
-  assert "attn_impl=xla" in capsys.readouterr().err
+  common = ["generate", "The ", "--max-new-tokens", "4", "--no-stream", "--dtype", "float32"]
+  assert cli.main(common + [flag, bad]) == 2
+  assert f"{flag} {bad}: {message}" in capsys.readouterr().err
+  assert cli.main(common + [flag, good]) == 0
+  assert f"{flag[2:].replace('-', '_')}={good}" in capsys.readouterr().err
