@@ -76,7 +76,8 @@ def stage_ablation(log):
   if SMOKE:
     from jax.experimental.pallas import mosaic_gpu as plgpu  # pylint: disable=g-import-not-at-top
     interpret = plgpu.InterpretGPUParams()
-  config = ba.KernelConfig(planner="waves")
+  # The edits cover the shared-memory operand path (stage_ablation.py), not the register one.
+  config = ba.KernelConfig(planner="waves", operand_staging="smem")
   api.BACKENDS["kernel"] = ablated.segment_call
   try:
     for batch in ((1,) if SMOKE else (16, 128)):

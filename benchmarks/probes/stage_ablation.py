@@ -5,7 +5,9 @@ edits; its `SKIP` set names the stages left out at trace time (results are then 
 only). Stages: feat_q, feat_k (feature construction), scores (intra-chunk P), out_inter
 (psi(Q) @ S), out_intra (P @ V), out_store (output tile to GMEM), state (S += psi(K)^T V),
 sb_store (bf16 copy of S for the next chunk). Each edit asserts that its anchor text still exists,
-so a kernel change that breaks the edits fails loudly instead of timing the wrong thing.
+so a kernel change that breaks the edits fails loudly instead of timing the wrong thing. The
+edits follow the shared-memory operand path (KernelConfig(operand_staging="smem")); the register
+operands of the default since session 7 take other code, which they do not switch off.
 """
 
 import importlib.util
