@@ -6,14 +6,7 @@
 #          Triton gemm fusions; plus command buffers), then the gpu-marked attention tests
 #          (the attn_impl="auto" default has not run on a GPU before).
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-ncu_one() {  # name, extra args
-  name=$1; shift
-  timeout 200 ncu --clock-control none --kernel-name regex:mosaic --launch-skip 2 --launch-count 1 \
-      --set full --import-source yes -f -o /tmp/$name python3 benchmarks/probes/ncu_kernel.py "$@"
-  ncu -i /tmp/$name.ncu-rep --page details > $OUT/${name}_details.txt 2>&1
-  (ncu -i /tmp/$name.ncu-rep --page source --csv --print-source sass 2>&1 || \
-   ncu -i /tmp/$name.ncu-rep --page source --csv 2>&1) | gzip > $OUT/${name}_sass.csv.gz
-}
+source benchmarks/probes/ncu_lib.sh   # ncu_one
 (export CUDA_VISIBLE_DEVICES=0; ncu --version; ncu_one b16 --batch 16; ncu_one b16n --batch 16 --normalize) > $OUT/gpu0.log 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
  for flags in "" "--xla_gpu_enable_triton_gemm=false" \

@@ -9,14 +9,8 @@
 #          large batch). (The stage ablation's edits cover the shared-memory operand path only,
 #          so it would not time the register-operand kernel.)
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-ncu_one() {  # name, extra args
-  name=$1; shift
-  timeout 220 ncu --clock-control none --kernel-name regex:mosaic --launch-skip 2 --launch-count 1 \
-      --set full --import-source yes -f -o /tmp/$name python3 benchmarks/probes/ncu_kernel.py "$@"
-  ncu -i /tmp/$name.ncu-rep --page details > $OUT/${name}_details.txt 2>&1
-  (ncu -i /tmp/$name.ncu-rep --page source --csv --print-source sass 2>&1 || \
-   ncu -i /tmp/$name.ncu-rep --page source --csv 2>&1) | gzip > $OUT/${name}_sass.csv.gz
-}
+export NCU_TIMEOUT=220
+source benchmarks/probes/ncu_lib.sh   # ncu_one
 (export CUDA_VISIBLE_DEVICES=0; ncu --version; ncu_one s8_b16 --batch 16; ncu_one s8_b16n --batch 16 --normalize) > $OUT/gpu0.log 2>&1 &
 (export CUDA_VISIBLE_DEVICES=1
  PROBE_BATCHES=1,16,256 timeout 200 python3 benchmarks/probes/probe_variants.py kernels:default

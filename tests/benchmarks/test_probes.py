@@ -68,15 +68,17 @@ FILE_LIMIT_PREFIXES = ("session7_", "session8_")   # written since the 8-file li
                          ids=lambda p: p.name)
 def test_pending_probe_scripts_bring_back_at_most_8_files(script):
   """The device tool returns at most 8 files from $OUT; e2e.py writes a PNG beside its JSON
-  unless --plot points elsewhere."""
+  unless --plot points elsewhere, and ncu_lib.sh's ncu_one NAME writes two files."""
   text = script.read_text()
   loops = _loop_values(text)
   files = set()
   for line in text.splitlines():
-    for name in re.findall(r"\$OUT/([\w.$-]+)", line):
+    for name in re.findall(r"\$OUT/([\w.$-]+)(?![\w.$*-])", line):   # not a glob ($OUT/gpu*.log)
       files |= _expand(name, loops)
       if ("e2e.py" in line or "$E2E" in line) and name.endswith(".json") and "--plot" not in line:
         files |= _expand(name[:-len(".json")] + ".png", loops)
+    for name in re.findall(r"\bncu_one (\w+)", line):
+      files |= {f"{name}_details.txt", f"{name}_sass.csv.gz"}
   assert len(files) <= 8, sorted(files)
 
 
