@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from based_jax import ops
 from based_jax.sampling import SamplingConfig, sample
 
 MIN_BUCKET = 16
@@ -187,7 +188,7 @@ def _check_int(name: str, value, minimum: int | None = None, allow_none: bool = 
 
 def _generate_program(params, input_ids, attention_mask, key, *, model, max_new_tokens: int,
                       sampling: SamplingConfig, eos_token_id: int | None, pad_token_id: int,
-                      vocab_size: int | None, stream: bool):
+                      vocab_size: int | None, stream: bool, decode_state: str = "full"):
   """Prefill + decode loop; traced once per compiled program.
 
   input_ids [B, L] int32, attention_mask [B, L] int32 or None, key a PRNG key.
@@ -199,6 +200,8 @@ def _generate_program(params, input_ids, attention_mask, key, *, model, max_new_
   variables = {"params": params}
   logits, cache = model.apply(variables, input_ids, attention_mask,
                               max_length=prompt_len + total, method="prefill")  # [B, Vp]
+  if decode_state == "symmetric":   # linear-attention states: 273 -> 153 rows, same attention
+    cache = ops.map_linear_attention_states(ops.to_symmetric_state, cache)
   key, sub = jax.random.split(key)
   first = sample(logits, sub, sampling, vocab_size)  # [B]
   jax.debug.callback(_first_token_hook, first, ordered=True)
@@ -261,7 +264,8 @@ def _forget_failed_effect_tokens() -> None:
 
 
 _STATIC = ("model", "max_new_tokens", "sampling", "eos_token_id", "pad_token_id", "vocab_size",
-           "stream")
+           "stream", "decode_state")
+DECODE_STATES = ("full", "symmetric")
 _generate_jit = jax.jit(_generate_program, static_argnames=_STATIC)
 
 
@@ -299,8 +303,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
              tokenizer=None, seed: int = 0, callback: StreamCallback | None = None,
              vocab_size: int | None = None,
              prompt_buckets: Sequence[int] | str | None = "auto",
-             compiler_options: Mapping[str, str | bool | int | float] | None = None
-             ) -> GenerationOutput:
+             compiler_options: Mapping[str, str | bool | int | float] | None = None,
+             decode_state: str = "full") -> GenerationOutput:
   """Generate up to `max_new_tokens` tokens per row after a (left-padded) prompt batch.
 
   model: a `BasedLM` (anything with `prefill` and `decode_step` methods, see docs/design.md).
@@ -319,6 +323,10 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   prompt_buckets: "auto" (powers of two from 16), None (exact length) or ascending lengths.
   compiler_options: XLA options for this program only (as `jax.jit(compiler_options=...)`),
     e.g. {"xla_gpu_enable_triton_gemm": False}; part of the compilation cache key.
+  decode_state: the layout of the linear-attention states in the decode loop: "full" (the
+    273-row state the prefill returns) or "symmetric" (converted after the prefill to the
+    153-row form of based_jax.ops.symmetric: the same attention, each step moving 56% of the
+    state bytes). Not yet the default: not yet timed on a GPU.
   """
   if not isinstance(sampling, SamplingConfig):
     raise ValueError(f"sampling must be a SamplingConfig; got {type(sampling).__name__}")
@@ -338,6 +346,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   if callback is not None and not callable(callback):
     raise ValueError(f"callback must be callable; got {callback!r}")
   options = _check_compiler_options(compiler_options)
+  if decode_state not in DECODE_STATES:
+    raise ValueError(f"decode_state must be one of {DECODE_STATES}; got {decode_state!r}")
   ids, mask = _check_prompt(input_ids, attention_mask, _config_int(model, "vocab_size_padded"))
   if pad_token_id is None:
     pad_token_id = eos_token_id if eos_token_id is not None else 0
@@ -354,7 +364,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
 
   statics = dict(model=model, max_new_tokens=int(max_new_tokens), sampling=sampling,
                  eos_token_id=eos_token_id, pad_token_id=int(pad_token_id),
-                 vocab_size=vocab_size, stream=callback is not None)
+                 vocab_size=vocab_size, stream=callback is not None, decode_state=decode_state)
   args = (params, jnp.asarray(ids), None if mask is None else jnp.asarray(mask),
           jax.random.key(seed))
   cache_key = (tuple(sorted(statics.items(), key=lambda kv: kv[0])), _signature(params),

@@ -20,6 +20,13 @@ from based_jax.ops.state import (
     LinearAttentionState,
     left_pad_initial_state,
 )
+from based_jax.ops.symmetric import (
+    SYMMETRIC_DIM,
+    from_symmetric_state,
+    map_linear_attention_states,
+    symmetric_feature_map,
+    to_symmetric_state,
+)
 from based_jax.ops.validation import check_linear_attention_args
 
 __all__ = [
@@ -29,14 +36,19 @@ __all__ = [
     "IMPLEMENTATIONS",
     "Implementation",
     "LinearAttentionState",
+    "SYMMETRIC_DIM",
     "check_linear_attention_args",
     "chunked_linear_attention",
+    "from_symmetric_state",
     "gated_linear",
     "gated_linear_xla",
     "left_pad_initial_state",
     "linear_attention",
+    "map_linear_attention_states",
     "quadratic_linear_attention",
     "recurrent_step",
+    "symmetric_feature_map",
     "taylor_feature_map",
+    "to_symmetric_state",
     "unavailable_reason",
 ]

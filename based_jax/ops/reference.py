@@ -12,6 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from based_jax.ops import symmetric
 from based_jax.ops.state import EXPANDED_DIM, FEATURE_DIM, LinearAttentionState
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -89,11 +90,21 @@ def recurrent_step(
 ) -> tuple[jax.Array, LinearAttentionState]:
   """One decoding step: add phi(k) v^T to the state, then read it with phi(q).
 
-  q, k: [B, H, F]; v: [B, H, Dv]; state kv [B, H, E, Dv], k_state [B, H, E] (float32).
-  Returns (out [B, H, Dv] in v's dtype, updated state in float32).
+  q, k: [B, H, F]; v: [B, H, Dv]; state kv [B, H, E, Dv], k_state [B, H, E] (float32), with
+  E = 273 (taylor_feature_map) or 153 (the symmetric map of based_jax.ops.symmetric, the same
+  attention with each feature pair once).
+  Returns (out [B, H, Dv] in v's dtype, updated state in float32, in the state's layout).
   """
-  phi_q = taylor_feature_map(q.astype(jnp.float32))  # [B, H, E]
-  phi_k = taylor_feature_map(k.astype(jnp.float32))  # [B, H, E]
+  rows = state.kv.shape[-2]
+  if rows == EXPANDED_DIM:
+    feature_map = taylor_feature_map
+  elif rows == symmetric.SYMMETRIC_DIM:
+    feature_map = symmetric.symmetric_feature_map
+  else:
+    raise ValueError(f"recurrent_step: state.kv must have {EXPANDED_DIM} or "
+                     f"{symmetric.SYMMETRIC_DIM} feature rows; got kv {state.kv.shape}")
+  phi_q = feature_map(q.astype(jnp.float32))  # [B, H, E]
+  phi_k = feature_map(k.astype(jnp.float32))  # [B, H, E]
   kv = state.kv + phi_k[..., :, None] * v.astype(jnp.float32)[..., None, :]  # [B, H, E, Dv]
   ks = state.k_state + phi_k  # [B, H, E]
   num = jnp.einsum("bhe,bhed->bhd", phi_q, kv, precision=_HIGHEST)  # [B, H, Dv]

@@ -311,6 +311,7 @@ def test_bucket_length():
     (dict(compiler_options=[("xla_gpu_enable_triton_gemm", False)]), "compiler_options must be"),
     (dict(compiler_options={"xla_gpu_enable_triton_gemm": None}), "compiler_options: "),
     (dict(compiler_options={"xla_no_such_option": True}), "compiler_options: .*no_such"),
+    (dict(decode_state="half"), "decode_state must be one of"),
 ])
 def test_bad_arguments_raise_named_errors(toy, kwargs, match):
   model, params = toy
@@ -367,6 +368,20 @@ def test_model_left_padded_batch_matches_each_row_alone(tiny_lm):
                                   err_msg=f"row {i} (length {len(r)})")
   alone = generate(model, params, rows[3][None], max_new_tokens=16, prompt_buckets=None)
   np.testing.assert_array_equal(batch.tokens[3], alone.tokens[0])
+
+
+def test_model_symmetric_decode_state_gives_the_same_tokens(tiny_lm):
+  """decode_state="symmetric" (153-row linear-attention states in the loop) against the 273-row
+  default and, for one row, against repeated full forwards; left-padded rows included."""
+  model, params = tiny_lm
+  rng = np.random.default_rng()
+  rows = [rng.integers(0, model.config.vocab_size, size=(n,)) for n in (3, 17)]
+  ids, mask = left_pad(rows, pad=0)
+  full = generate(model, params, ids, mask, max_new_tokens=40)
+  sym = generate(model, params, ids, mask, max_new_tokens=40, decode_state="symmetric")
+  np.testing.assert_array_equal(sym.tokens, full.tokens)
+  want = greedy_by_full_forwards(lambda x: model.apply({"params": params}, x), rows[1], 40)
+  np.testing.assert_array_equal(sym.tokens[1], want)
 
 
 def test_model_sampling_seeds_and_single_compilation(tiny_lm):
