@@ -97,8 +97,9 @@ def use_cudnn(impl: str, q: jax.Array, key_valid) -> bool:
 
   impl "cudnn" takes every batch, left-padded ones included (fused_attention), and raises a
   ValueError where cuDNN cannot run (cudnn_unavailable_reason). "auto" takes cuDNN for unpadded
-  batches (key_valid None) where it can run; padded ones stay on XLA under "auto" until the
-  padded cuDNN path has been checked on the GPU. "xla" never. q: [B, L, H, D], compute dtype.
+  batches (key_valid None) where it can run; padded ones stay on XLA under "auto" (on the H200
+  the padded cuDNN path was not faster, docs/benchmarks.md). "xla" never. q: [B, L, H, D],
+  compute dtype.
   """
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}; got {impl!r}")

@@ -3,7 +3,8 @@
 import dataclasses
 
 CHUNK = 64  # tokens per step: the wgmma M dimension
-OPERAND_STAGING_CHOICES = ("auto", "smem", "smem_t", "registers", "p_registers")
+OPERAND_STAGINGS = ("smem", "smem_t", "registers", "p_registers")   # kernel.segment_call's
+OPERAND_STAGING_CHOICES = ("auto",) + OPERAND_STAGINGS               # KernelConfig's
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,13 +41,12 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from pallas_kernels.based_attention import features
-from pallas_kernels.based_attention.config import CHUNK
+from pallas_kernels.based_attention.config import CHUNK, OPERAND_STAGINGS
 
 _F = features.FEATURE_DIM        # 16
 _G = features.PSI_GROUPS         # 3 groups of 64 psi rows
 _ONES_COLS = 16                  # width of the all-ones operand that yields key sums
 _WGMMA = plgpu.Layout.WGMMA
-OPERAND_STAGINGS = ("smem", "smem_t", "registers", "p_registers")   # see segment_call
 
 
 def _tiled():

@@ -55,7 +55,7 @@ def test_matches_float64(b, length, h, dv, normalize, with_state):
                                           ks0=ks0))
 
 
-@pytest.mark.parametrize("staging", ["registers", "p_registers", "smem_t"])
+@pytest.mark.parametrize("staging", ["smem", "p_registers", "smem_t"])  # "registers": the default
 @pytest.mark.parametrize("b,length,h,dv,normalize,with_state", [
     (1, 65, 16, 64, False, True),
     (1, 1000, 16, 112, True, True),
@@ -63,8 +63,9 @@ def test_matches_float64(b, length, h, dv, normalize, with_state):
     (1, 4097, 4, 64, True, False),
 ])
 def test_operand_staging_matches_float64(staging, b, length, h, dv, normalize, with_state):
-  """KernelConfig.operand_staging: psi_k^T, the Gram left factor and P from registers (the
-  variant the CPU interpreter cannot run) or their shared-memory mirror."""
+  """The non-default KernelConfig.operand_staging choices (the default, "registers", runs in
+  test_matches_float64): the session-5 shared-memory path, P alone from registers, and the
+  shared-memory mirror of the register path."""
   from pallas_kernels import based_attention as ba
 
   rng = np.random.default_rng()
