@@ -1,6 +1,7 @@
 """End-to-end probe: per-kernel CUPTI breakdown of generate (decode) and of the prefill.
 
   PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py decode prefill
+  PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py step       (one decode step, each kernel once)
   XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL \
       PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py decode        (XLA command buffers)
 
@@ -9,6 +10,7 @@ depend on the context length), an 8000-token prompt at B = 4 for the prefill. SM
 model on the CPU, no breakdown. PROFILE_DECODE_BATCHES (default "4,256"), PROFILE_PREFILL_BATCH
 (default 4) and PROFILE_TOP (kernels listed, default 25) override the shapes; PROFILE_MLP_IMPL
 (default "xla") is BasedLM's mlp_impl (the SwiGLU fc1 + gate: "xla", "pallas" or "auto").
+PROFILE_HLO_DIR: write the optimized HLO of the profiled prefill and decode-step programs there.
 Session-2 output (its tail, from an earlier form of this script):
 benchmarks/results/session2/probe_e2e.log.
 """
@@ -77,6 +79,44 @@ def decode(config, model, params):
                 label=f"generate B={batch} 41 steps")
 
 
+def write_hlo(fn, args, name):
+  """With PROFILE_HLO_DIR set, writes fn's optimized HLO there (gzipped) as name.hlo.txt.gz."""
+  hlo_dir = os.environ.get("PROFILE_HLO_DIR")
+  if hlo_dir:
+    import gzip  # pylint: disable=g-import-not-at-top
+    path = os.path.join(hlo_dir, f"{name}.hlo.txt.gz")
+    with gzip.open(path, "wt") as f:
+      f.write(fn.lower(*args).compile().as_text())
+    log(f"wrote {path}")
+
+
+def step(config, model, params):
+  """One jitted decode step (the loop body of generate, outside the loop): its kernels, each once.
+
+  The cache comes from a 128-token prefill, in the layout of generate's default decode_state
+  (PROFILE_DECODE_STATE overrides it). With PROFILE_HLO_DIR set, the step's optimized HLO is
+  written there, so that kernel (fusion) names can be traced back to the model's operations.
+  """
+  from based_jax import ops  # pylint: disable=g-import-not-at-top
+  state = os.environ.get("PROFILE_DECODE_STATE", "symmetric")
+  for batch in ((2,) if SMOKE else DECODE_BATCHES):
+    ids = np.random.default_rng(batch).integers(1, config.vocab_size, size=(batch, 128))
+    ids = jnp.asarray(ids.astype(np.int32))                                 # [B, 128]
+    logits, cache = jax.jit(lambda p, ids: model.apply(
+        {"params": p}, ids, None, max_length=256, method="prefill"))(params, ids)  # [B, Vp]
+    if state == "symmetric":
+      cache = ops.map_linear_attention_states(ops.to_symmetric_state, cache)
+    tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)                     # [B]
+    fn = jax.jit(lambda p, tok, cache: model.apply({"params": p}, tok, cache,
+                                                   method="decode_step"))
+    if SMOKE:
+      jax.block_until_ready(fn(params, tok, cache))
+      log(f"decode step B={batch} ({state}) ran")
+      continue
+    write_hlo(fn, (params, tok, cache), f"decode_step_b{batch}_{state}")
+    breakdown(fn, params, tok, cache, top=TOP, label=f"decode step B={batch} ({state})")
+
+
 def prefill(config, model, params):
   batch, length = (2, 64) if SMOKE else (PREFILL_BATCH, 8000)
   ids = np.random.default_rng(0).integers(1, config.vocab_size, size=(batch, length))
@@ -87,16 +127,17 @@ def prefill(config, model, params):
     jax.block_until_ready(fn(params, ids))
     log(f"prefill B={batch} L={length} ran")
     return
+  write_hlo(fn, (params, ids), f"prefill_b{batch}_mlp_{MLP_IMPL}")
   breakdown(fn, params, ids, top=TOP, label=f"prefill B={batch} L={length} mlp_impl={MLP_IMPL}")
 
 
 def main(parts):
-  unknown = set(parts) - {"decode", "prefill"}
+  unknown = set(parts) - {"decode", "step", "prefill"}
   if unknown or not parts:
-    sys.exit(f"usage: profile_e2e.py decode|prefill [...]; got {parts}")
+    sys.exit(f"usage: profile_e2e.py decode|step|prefill [...]; got {parts}")
   config, model, params = model_and_params()
   for part in parts:
-    {"decode": decode, "prefill": prefill}[part](config, model, params)
+    {"decode": decode, "step": step, "prefill": prefill}[part](config, model, params)
   log("done")
 
 

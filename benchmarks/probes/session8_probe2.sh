@@ -1,19 +1,23 @@
-# Prepared at the end of session 7 for nvidia-h200-x2, after session8_probe1.sh if device time
-# remains: where the register-operand kernel (the default since 9272e69) now spends its time,
-# for the stretch target (1.82-1.84x of the floor at B >= 64, s7e; the goal is 1.3x).
-#   GPU 0: Nsight Compute (full set, SASS-level stall sampling) of one launch at B = 16,
-#          L = 8192, normalize False and True, as s4a did for the session-3 kernel; exported as
-#          text (details page and SASS source page).
-#   GPU 1: the per-kernel breakdown of one call at B = 1, 16 and 256 (kernel vs XLA glue), then
-#          Nsight Compute of one launch at B = 128, normalize=True (the model's variant at a
-#          large batch). (The stage ablation's edits cover the shared-memory operand path only,
-#          so it would not time the register-operand kernel.)
+# Session 8, second device call (one H200), on the tree that makes decode_state="symmetric" the
+# default (s8a: 2.14 against 2.43 ms a step at B = 256):
+#   1. the B = 4 and B = 128 prefills end to end with mlp_impl "xla" and "auto" on the same GPU,
+#      one after the other (B = 128 last): s8a's profiles sum 40.71 ms of kernels with "xla" and
+#      39.20 ms with "auto", while s7c's e2e runs (on two different GPUs) had "auto" 4.4 ms slower;
+#   2. one jitted based-360m decode step at B = 256 (profile_e2e.py step: each kernel once, no
+#      prefill kernels mixed in), default and with Triton gemm fusions off (s8a: 1.99 ms a step
+#      with the symmetric state), with the optimized HLO of both, to tie fusions to the model;
+#   3. the HLO of the B = 4 prefill, for the same reason (its kernel list is in s8a);
+# (The Nsight Compute plan of session 7 for the stretch target is left for a later call.)
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-export NCU_TIMEOUT=220
-source benchmarks/probes/ncu_lib.sh   # ncu_one
-(export CUDA_VISIBLE_DEVICES=0; ncu --version; ncu_one s8_b16 --batch 16; ncu_one s8_b16n --batch 16 --normalize) > $OUT/gpu0.log 2>&1 &
-(export CUDA_VISIBLE_DEVICES=1
- PROBE_BATCHES=1,16,256 timeout 200 python3 benchmarks/probes/probe_variants.py kernels:default
- ncu_one s8_b128n --batch 128 --normalize) > $OUT/gpu1.log 2>&1 &
-wait
-for f in $OUT/gpu*.log; do echo "== $f"; grep -v "^W0000\|^I0000\|Warning\|warn(\|^E0000" $f | tail -n 45; done
+E2E="python3 benchmarks/e2e.py --models based-360m"
+(for mlp in xla auto; do
+   timeout 95 $E2E --prefill-batch-sizes 4 --decode-batch-sizes "" --priority 4 --mlp-impl $mlp --fallback-impl "" --out $OUT/e2e_b4_mlp_$mlp.json --plot /tmp/e2e_b4_$mlp.png
+ done
+ export PROFILE_HLO_DIR=$OUT PROFILE_DECODE_BATCHES=256 PROFILE_TOP=70
+ timeout 90 python3 benchmarks/probes/profile_e2e.py step
+ PROFILE_TOP=45 XLA_FLAGS=--xla_gpu_enable_triton_gemm=false timeout 90 python3 benchmarks/probes/profile_e2e.py step 2>&1 | sed 's/symmetric)/symmetric, triton gemm off)/'
+ PROFILE_PREFILL_BATCH=4 PROFILE_TOP=3 timeout 70 python3 benchmarks/probes/profile_e2e.py prefill
+ for mlp in xla auto; do
+   timeout 100 $E2E --prefill-batch-sizes 128 --decode-batch-sizes "" --priority 128 --mlp-impl $mlp --fallback-impl "" --out $OUT/e2e_b128_mlp_$mlp.json --plot /tmp/e2e_b128_$mlp.png
+ done) > $OUT/gpu0.log 2>&1
+grep -E "^\[|B= *[0-9]+ (prefill|decode)|error|Error" $OUT/gpu0.log | cut -c1-200

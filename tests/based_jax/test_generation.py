@@ -371,14 +371,15 @@ def test_model_left_padded_batch_matches_each_row_alone(tiny_lm):
 
 
 def test_model_symmetric_decode_state_gives_the_same_tokens(tiny_lm):
-  """decode_state="symmetric" (153-row linear-attention states in the loop) against the 273-row
-  default and, for one row, against repeated full forwards; left-padded rows included."""
+  """The default decode_state, "symmetric" (153-row linear-attention states in the loop), against
+  the 273-row loop ("full") and, for one row, against repeated full forwards; left-padded rows
+  included."""
   model, params = tiny_lm
   rng = np.random.default_rng()
   rows = [rng.integers(0, model.config.vocab_size, size=(n,)) for n in (3, 17)]
   ids, mask = left_pad(rows, pad=0)
-  full = generate(model, params, ids, mask, max_new_tokens=40)
-  sym = generate(model, params, ids, mask, max_new_tokens=40, decode_state="symmetric")
+  full = generate(model, params, ids, mask, max_new_tokens=40, decode_state="full")
+  sym = generate(model, params, ids, mask, max_new_tokens=40)
   np.testing.assert_array_equal(sym.tokens, full.tokens)
   want = greedy_by_full_forwards(lambda x: model.apply({"params": params}, x), rows[1], 40)
   np.testing.assert_array_equal(sym.tokens[1], want)
