@@ -15,7 +15,8 @@ E2E="python3 benchmarks/e2e.py --models based-360m"
  done
  export PROFILE_HLO_DIR=$OUT PROFILE_DECODE_BATCHES=256 PROFILE_TOP=70
  timeout 90 python3 benchmarks/probes/profile_e2e.py step
- PROFILE_TOP=45 XLA_FLAGS=--xla_gpu_enable_triton_gemm=false timeout 90 python3 benchmarks/probes/profile_e2e.py step 2>&1 | sed 's/symmetric)/symmetric, triton gemm off)/'
+ mkdir -p $OUT/no_triton
+ PROFILE_HLO_DIR=$OUT/no_triton PROFILE_TOP=45 XLA_FLAGS=--xla_gpu_enable_triton_gemm=false timeout 90 python3 benchmarks/probes/profile_e2e.py step 2>&1 | sed 's/symmetric)/symmetric, triton gemm off)/'
  PROFILE_PREFILL_BATCH=4 PROFILE_TOP=3 timeout 70 python3 benchmarks/probes/profile_e2e.py prefill
  for mlp in xla auto; do
    timeout 100 $E2E --prefill-batch-sizes 128 --decode-batch-sizes "" --priority 128 --mlp-impl $mlp --fallback-impl "" --out $OUT/e2e_b128_mlp_$mlp.json --plot /tmp/e2e_b128_$mlp.png
