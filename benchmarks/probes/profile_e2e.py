@@ -10,6 +10,7 @@ depend on the context length), an 8000-token prompt at B = 4 for the prefill. SM
 model on the CPU, no breakdown. PROFILE_DECODE_BATCHES (default "4,256"), PROFILE_PREFILL_BATCH
 (default 4) and PROFILE_TOP (kernels listed, default 25) override the shapes; PROFILE_MLP_IMPL
 (default "xla") is BasedLM's mlp_impl (the SwiGLU fc1 + gate: "xla", "pallas" or "auto").
+PROFILE_BREAKDOWN=0: decode times the step only (no per-kernel profile).
 PROFILE_HLO_DIR: write the optimized HLO of the profiled prefill and decode-step programs there.
 Session-2 output (its tail, from an earlier form of this script):
 benchmarks/results/session2/probe_e2e.log.
@@ -36,6 +37,7 @@ DECODE_BATCHES = tuple(int(b) for b in os.environ.get("PROFILE_DECODE_BATCHES", 
 PREFILL_BATCH = int(os.environ.get("PROFILE_PREFILL_BATCH", "4"))
 TOP = int(os.environ.get("PROFILE_TOP", "25"))
 MLP_IMPL = os.environ.get("PROFILE_MLP_IMPL", "xla")
+BREAKDOWN = os.environ.get("PROFILE_BREAKDOWN", "1") != "0"
 T0 = time.time()
 
 
@@ -70,7 +72,7 @@ def decode(config, model, params):
     step_ms = 1e3 * (decode_s[41] - decode_s[9]) / 32
     log(f"decode B={batch}: step {step_ms:.4f} ms (decode_s 41: {decode_s[41] * 1e3:.2f} ms, "
         f"9: {decode_s[9] * 1e3:.2f} ms) XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
-    if not SMOKE:
+    if not SMOKE and BREAKDOWN:
       program = functools.partial(
           generation._generate_jit, model=model, max_new_tokens=41,  # pylint: disable=protected-access
           sampling=SamplingConfig(), eos_token_id=None, pad_token_id=0,
