@@ -2,6 +2,7 @@
 
   PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py decode prefill
   PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py step       (one decode step, each kernel once)
+  PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py prefill_generate  (generate, prefill + 1 token)
   XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL \
       PYTHONPATH=. python3 benchmarks/probes/profile_e2e.py decode        (XLA command buffers)
 
@@ -133,13 +134,31 @@ def prefill(config, model, params):
   breakdown(fn, params, ids, top=TOP, label=f"prefill B={batch} L={length} mlp_impl={MLP_IMPL}")
 
 
+def prefill_generate(config, model, params):
+  """The whole generate program as e2e.py times it (prefill + 1 token): its kernels."""
+  batch, length = (2, 64) if SMOKE else (PREFILL_BATCH, 8000)
+  ids = np.random.default_rng(0).integers(1, config.vocab_size, size=(batch, length))
+  ids = jnp.asarray(ids.astype(np.int32))                                   # [B, L]
+  program = functools.partial(
+      generation._generate_jit, model=model, max_new_tokens=2,  # pylint: disable=protected-access
+      sampling=SamplingConfig(), eos_token_id=None, pad_token_id=0,
+      vocab_size=config.vocab_size, stream=False)
+  if SMOKE:
+    jax.block_until_ready(program(params, ids, None, jax.random.key(0)))
+    log(f"generate B={batch} L={length} 2 tokens ran")
+    return
+  breakdown(program, params, ids, None, jax.random.key(0), top=TOP,
+            label=f"generate B={batch} L={length} 2 tokens mlp_impl={MLP_IMPL}")
+
+
 def main(parts):
-  unknown = set(parts) - {"decode", "step", "prefill"}
+  unknown = set(parts) - {"decode", "step", "prefill", "prefill_generate"}
   if unknown or not parts:
-    sys.exit(f"usage: profile_e2e.py decode|step|prefill [...]; got {parts}")
+    sys.exit(f"usage: profile_e2e.py decode|step|prefill|prefill_generate [...]; got {parts}")
   config, model, params = model_and_params()
   for part in parts:
-    {"decode": decode, "step": step, "prefill": prefill}[part](config, model, params)
+    {"decode": decode, "step": step, "prefill": prefill,
+     "prefill_generate": prefill_generate}[part](config, model, params)
   log("done")
 
 
