@@ -421,15 +421,25 @@ def save(results: dict, out: Path, plot: Path) -> None:
     return
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   models = sorted({r["model"] for r in results["configs"]})
-  for ax, (key, title, scale) in zip(axes, [
-      ("prefill_s", f"prefill {results['prompt_len']} tokens + 1 (ms)", 1e3),
-      ("decode_step_s", f"decode step after {results['prompt_len']} tokens (ms)", 1e3)]):
-    batches = sorted({r["batch"] for r in results["configs"] if r.get(key) is not None})
+  for ax, (key, table, title, scale) in zip(axes, [
+      ("prefill_s", "in_prefill_table", f"prefill {results['prompt_len']} tokens + 1 (ms)", 1e3),
+      ("decode_step_s", "in_decode_table", f"decode step after {results['prompt_len']} tokens (ms)",
+       1e3)]):
+    rows = [r for r in results["configs"] if r.get(key) is not None and r.get(table, True)]
+    batches = sorted({r["batch"] for r in rows})
     width = 0.8 / max(1, len(models))
     for i, m in enumerate(models):
-      vals = {r["batch"]: r.get(key) for r in results["configs"] if r["model"] == m}
-      ys = [(vals.get(b) or 0) * scale for b in batches]
-      ax.bar([j + i * width for j in range(len(batches))], ys, width, label=m)
+      last = {r["batch"]: r for r in rows if r["model"] == m}   # the last run of each batch
+      ys = [(last[b][key] if b in last else 0) * scale for b in batches]
+      xs = [j + i * width for j in range(len(batches))]
+      ax.bar(xs, ys, width, label=m)
+      floor_key = key[:-len("_s")] + "_floor_s"           # prefill_floor_s, decode_step_floor_s
+      floors = [(x, last[b][floor_key] * scale) for x, b in zip(xs, batches)
+                if b in last and last[b].get(floor_key)]
+      if floors:                                           # the roofline floor of each bar
+        ax.hlines([f for _, f in floors], [x - width / 2 for x, _ in floors],
+                  [x + width / 2 for x, _ in floors], colors="black", linewidths=2,
+                  label="floor" if i == len(models) - 1 else None)
     ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(batches))],
                   [str(b) for b in batches])
     ax.set_xlabel("batch size")
