@@ -1,0 +1,133 @@
+"""Where a profiled run leaves the GPU idle: busy time, idle gaps and what the host did meanwhile.
+
+  python3 benchmarks/probes/trace_gaps.py TRACE [--top 15] [--after-ms 0] [--until-ms inf]
+
+TRACE: a `jax.profiler` trace (e.g. from `benchmarks/e2e.py --trace DIR`): the directory, a
+`.tar`/`.tar.gz` of it, or one `*.trace.json.gz` / `perfetto_trace.json.gz` file (Chrome trace
+events). The GPU's timeline is the union of the complete ("X") events of every process named
+`/device:GPU:*` (kernels and copies on all streams). Prints the span from the first to the last GPU
+event, the busy and idle time within it, and the `--top` longest idle gaps, each with the GPU
+events before and after it and the longest host events that overlap it (what the host was doing
+while the GPU waited). `--after-ms` / `--until-ms` keep a window (ms from the first GPU event), e.g.
+the prefill of a `generate` run. Needs only the Python standard library.
+"""
+
+import argparse
+import gzip
+import io
+import json
+import math
+import sys
+import tarfile
+from pathlib import Path
+
+
+def _load_json_bytes(name: str, data: bytes) -> dict:
+  if name.endswith(".gz"):
+    data = gzip.decompress(data)
+  return json.loads(data)
+
+
+def load_trace(path: str) -> list[dict]:
+  """The trace events of TRACE (see the module doc)."""
+  p = Path(path)
+  if p.is_dir():
+    files = sorted(p.rglob("*.trace.json.gz")) or sorted(p.rglob("perfetto_trace.json.gz"))
+    if not files:
+      raise SystemExit(f"{path}: no *.trace.json.gz or perfetto_trace.json.gz inside")
+    trace = _load_json_bytes(files[-1].name, files[-1].read_bytes())
+  elif p.name.endswith((".tar", ".tar.gz", ".tgz")):
+    with tarfile.open(p) as tar:
+      members = [m for m in tar.getmembers() if m.name.endswith(".trace.json.gz")] or \
+                [m for m in tar.getmembers() if m.name.endswith("perfetto_trace.json.gz")]
+      if not members:
+        raise SystemExit(f"{path}: no *.trace.json.gz or perfetto_trace.json.gz in the archive")
+      member = sorted(members, key=lambda m: m.name)[-1]
+      trace = _load_json_bytes(member.name, tar.extractfile(member).read())
+  elif p.is_file():
+    trace = _load_json_bytes(p.name, p.read_bytes())
+  else:
+    raise SystemExit(f"{path}: no such file or directory")
+  return trace["traceEvents"] if isinstance(trace, dict) else trace
+
+
+def split_events(events: list[dict]) -> tuple[list[dict], list[dict]]:
+  """(GPU events, host events): complete events with a duration, by their process's name."""
+  names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
+           if e.get("ph") == "M" and e.get("name") == "process_name"}
+  gpu, host = [], []
+  for e in events:
+    if e.get("ph") != "X" or "dur" not in e or "ts" not in e:
+      continue
+    (gpu if "/device:GPU" in names.get(e.get("pid"), "") else host).append(e)
+  return gpu, host
+
+
+def busy_intervals(events: list[dict]) -> list[tuple[float, float]]:
+  """The union of the events' [ts, ts + dur) intervals (microseconds), sorted."""
+  merged: list[list[float]] = []
+  for start, end in sorted((e["ts"], e["ts"] + e["dur"]) for e in events):
+    if merged and start <= merged[-1][1]:
+      merged[-1][1] = max(merged[-1][1], end)
+    else:
+      merged.append([start, end])
+  return [(a, b) for a, b in merged]
+
+
+def analyse(events: list[dict], top: int = 15, after_ms: float = 0.0,
+            until_ms: float = math.inf) -> dict:
+  gpu, host = split_events(events)
+  if not gpu:
+    raise SystemExit("the trace has no GPU events (a process named /device:GPU:*)")
+  origin = min(e["ts"] for e in gpu)
+  lo, hi = origin + 1e3 * after_ms, origin + 1e3 * until_ms
+  gpu = [e for e in gpu if e["ts"] >= lo and e["ts"] + e["dur"] <= hi]
+  if not gpu:
+    raise SystemExit(f"no GPU event within [{after_ms}, {until_ms}] ms of the first one")
+  busy = busy_intervals(gpu)
+  span = busy[-1][1] - busy[0][0]
+  busy_us = sum(b - a for a, b in busy)
+  gaps = sorted(((busy[i + 1][0] - busy[i][1], busy[i][1], busy[i + 1][0])
+                 for i in range(len(busy) - 1)), reverse=True)
+  by_end = sorted(gpu, key=lambda e: e["ts"] + e["dur"])
+  by_start = sorted(gpu, key=lambda e: e["ts"])
+  report = []
+  for length, start, end in gaps[:top]:
+    before = max((e for e in by_end if e["ts"] + e["dur"] <= start + 1e-6),
+                 key=lambda e: e["ts"] + e["dur"])
+    after = min((e for e in by_start if e["ts"] >= end - 1e-6), key=lambda e: e["ts"])
+    overlapping = sorted((e for e in host if e["ts"] < end and e["ts"] + e["dur"] > start),
+                         key=lambda e: -e["dur"])[:3]
+    report.append({"gap_us": length, "at_ms": (start - origin) / 1e3,
+                   "before": before.get("name", "?"), "after": after.get("name", "?"),
+                   "host": [(h.get("name", "?"), h["dur"]) for h in overlapping]})
+  return {"gpu_events": len(gpu), "span_ms": span / 1e3, "busy_ms": busy_us / 1e3,
+          "idle_ms": (span - busy_us) / 1e3, "gaps": len(gaps),
+          "gaps_over_10us_ms": sum(g for g, _, _ in gaps if g > 10) / 1e3, "top": report}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("trace", help="trace directory, .tar(.gz) of one, or a *.trace.json.gz file")
+  parser.add_argument("--top", type=int, default=15, help="gaps listed (default 15)")
+  parser.add_argument("--after-ms", type=float, default=0.0,
+                      help="ignore GPU events starting before this (ms from the first one)")
+  parser.add_argument("--until-ms", type=float, default=math.inf,
+                      help="ignore GPU events ending after this (ms from the first one)")
+  args = parser.parse_args(argv)
+  result = analyse(load_trace(args.trace), args.top, args.after_ms, args.until_ms)
+  out = io.StringIO()
+  print(f"{result['gpu_events']} GPU events; span {result['span_ms']:.3f} ms, busy "
+        f"{result['busy_ms']:.3f} ms, idle {result['idle_ms']:.3f} ms in {result['gaps']} gaps "
+        f"({result['gaps_over_10us_ms']:.3f} ms in gaps over 10 us)", file=out)
+  for g in result["top"]:
+    host = "; ".join(f"{name[:60]} {dur / 1e3:.3f} ms" for name, dur in g["host"]) or "-"
+    print(f"  {g['gap_us']:9.1f} us at {g['at_ms']:9.3f} ms  after {g['before'][:50]}  before "
+          f"{g['after'][:50]}  | host: {host}", file=out)
+  sys.stdout.write(out.getvalue())
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,99 @@
+"""benchmarks/probes/trace_gaps.py on synthetic Chrome traces, against a brute-force timeline."""
+
+import gzip
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from benchmarks.probes import trace_gaps
+
+
+def synthetic_trace(rng, n_kernels=60):
+  """Kernels on two GPU streams (integer microseconds, some overlapping) and host events."""
+  events = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/host:CPU"}},
+            {"ph": "M", "pid": 7, "name": "process_name", "args": {"name": "/device:GPU:0"}}]
+  t = 1000
+  for i in range(n_kernels):
+    t += int(rng.integers(0, 40))                       # a gap of 0-39 us, or an overlap below
+    dur = int(rng.integers(1, 30))
+    events.append({"ph": "X", "pid": 7, "tid": int(rng.integers(1, 3)), "ts": t, "dur": dur,
+                   "name": f"kernel_{i}"})
+    if i % 7 == 3 and dur >= 4:                         # a copy on another stream, inside it
+      events.append({"ph": "X", "pid": 7, "tid": 3, "ts": t + 1, "dur": dur // 3,
+                     "name": f"copy_{i}"})
+    t += dur - int(rng.integers(0, 5))
+  events.append({"ph": "X", "pid": 1, "tid": 5, "ts": 900, "dur": t, "name": "host_execute"})
+  events.append({"ph": "i", "pid": 7, "ts": 1200, "name": "instant, ignored"})
+  return events
+
+
+def brute_force(events, lo_us=-np.inf, hi_us=np.inf):
+  """Busy/idle microseconds of the GPU events, by marking every microsecond."""
+  gpu = [e for e in events if e.get("pid") == 7 and e.get("ph") == "X"]
+  origin = min(e["ts"] for e in gpu)
+  gpu = [e for e in gpu if e["ts"] >= origin + lo_us and e["ts"] + e["dur"] <= origin + hi_us]
+  start = min(e["ts"] for e in gpu)
+  end = max(e["ts"] + e["dur"] for e in gpu)
+  timeline = np.zeros(end - start, bool)
+  for e in gpu:
+    timeline[e["ts"] - start:e["ts"] + e["dur"] - start] = True
+  edges = np.flatnonzero(np.diff(timeline.astype(np.int8)))   # busy<->idle transitions
+  gaps = [b - a for a, b in zip(edges[0::2], edges[1::2])]    # idle runs (first edge: busy->idle)
+  return end - start, int(timeline.sum()), sorted(gaps, reverse=True), len(gpu)
+
+
+def test_busy_idle_and_gaps_match_a_brute_force_timeline():
+  rng = np.random.default_rng()
+  events = synthetic_trace(rng)
+  span, busy, gaps, count = brute_force(events)
+  result = trace_gaps.analyse(events, top=5)
+  assert result["gpu_events"] == count
+  assert result["span_ms"] == pytest.approx(span / 1e3)
+  assert result["busy_ms"] == pytest.approx(busy / 1e3)
+  assert result["idle_ms"] == pytest.approx((span - busy) / 1e3)
+  assert result["gaps"] == len(gaps)
+  assert [g["gap_us"] for g in result["top"]] == pytest.approx(gaps[:5])
+  assert result["gaps_over_10us_ms"] == pytest.approx(sum(g for g in gaps if g > 10) / 1e3)
+  assert all(g["host"][0][0] == "host_execute" for g in result["top"])
+
+
+def test_window_keeps_the_events_inside_it():
+  rng = np.random.default_rng()
+  events = synthetic_trace(rng, n_kernels=80)
+  span, busy, gaps, count = brute_force(events, lo_us=300, hi_us=1200)
+  result = trace_gaps.analyse(events, top=3, after_ms=0.3, until_ms=1.2)
+  assert (result["gpu_events"], result["gaps"]) == (count, len(gaps))
+  assert result["busy_ms"] == pytest.approx(busy / 1e3)
+  assert result["span_ms"] == pytest.approx(span / 1e3)
+
+
+@pytest.mark.parametrize("form", ["dir", "tar", "file"])
+def test_loads_a_profile_directory_an_archive_or_a_file(tmp_path, form):
+  events = synthetic_trace(np.random.default_rng())
+  run = tmp_path / "trace" / "plugins" / "profile" / "2026_11_29"
+  run.mkdir(parents=True)
+  path = run / "host.trace.json.gz"
+  path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
+  target = {"dir": tmp_path / "trace", "file": path, "tar": tmp_path / "trace.tar.gz"}[form]
+  if form == "tar":
+    with tarfile.open(target, "w:gz") as tar:
+      tar.add(tmp_path / "trace", arcname="trace")
+  assert trace_gaps.load_trace(str(target)) == events
+
+
+def test_a_trace_without_gpu_events_is_a_clear_error():
+  events = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/host:CPU"}},
+            {"ph": "X", "pid": 1, "ts": 0, "dur": 5, "name": "host"}]
+  with pytest.raises(SystemExit, match="no GPU events"):
+    trace_gaps.analyse(events)
+
+
+def test_cli_prints_the_summary(tmp_path, capsys):
+  events = synthetic_trace(np.random.default_rng())
+  path = tmp_path / "x.trace.json.gz"
+  path.write_bytes(gzip.compress(json.dumps(events).encode()))
+  assert trace_gaps.main([str(path), "--top", "2"]) == 0
+  out = capsys.readouterr().out
+  assert "GPU events; span" in out and out.count(" us at ") == 2
