@@ -5,7 +5,9 @@
 #   1. e2e.py at B = 4 (prefill + 1 step: --decode-steps 2) with mlp_impl "xla" and "auto", each
 #      with a jax.profiler trace of one more run; trace_gaps.py lists the GPU's idle gaps and what
 #      the host did meanwhile;
-#   2. the same for the decode loop at B = 256 (65 steps after the 8000-token prefill; the window
+#   2. the B = 4 prefill again with XLA's command buffers (CUDA graphs) off: if the graphs are
+#      split at every Mosaic GPU / cuDNN custom call and updated each run, that costs host time;
+#   3. the same trace for the decode loop at B = 256 (65 steps after the 8000-token prefill; the window
 #      after 2750 ms holds the last decode steps): 2.14 ms a step (s8a) against 1.93 ms of kernels
 #      in one jitted step (s8b).
 # Each trace comes back as a tarball of its *.trace.json.gz (python3
@@ -17,6 +19,7 @@ E2E="python3 benchmarks/e2e.py --models based-360m"
    python3 benchmarks/probes/trace_gaps.py /tmp/trace_b4_$mlp --top 25
    tar czf $OUT/trace_b4_$mlp.tar.gz $(find /tmp/trace_b4_$mlp -name "*.trace.json.gz")
  done
+ XLA_FLAGS=--xla_gpu_enable_command_buffer= timeout 100 $E2E --prefill-batch-sizes 4 --decode-batch-sizes "" --priority 4 --decode-steps 2 --fallback-impl "" --out $OUT/e2e_b4_no_command_buffers.json --plot /tmp/e2e_b4_no_command_buffers.png
  timeout 170 $E2E --prefill-batch-sizes "" --decode-batch-sizes 256 --priority 256 --trace /tmp/trace_d256 --fallback-impl "" --out $OUT/e2e_d256_trace.json --plot /tmp/e2e_d256_trace.png
  python3 benchmarks/probes/trace_gaps.py /tmp/trace_d256 --top 25 --after-ms 2750
  tar czf $OUT/trace_d256.tar.gz $(find /tmp/trace_d256 -name "*.trace.json.gz")) > $OUT/gpu0.log 2>&1
