@@ -59,6 +59,15 @@ def model_and_params():
   return config, model, random_bf16_params(model)
 
 
+def generation_programs(config, model, params, ids, new_tokens):
+  """generate's compiled prefill and decode programs (greedy, no EOS), as one callable."""
+  programs = tuple(p.compile() for p in generation.lower_programs(
+      params, ids, None, jax.random.key(0), model=model, max_new_tokens=new_tokens,
+      sampling=SamplingConfig(), eos_token_id=None, pad_token_id=0,
+      vocab_size=config.vocab_size, stream=False))
+  return functools.partial(generation.run_programs, programs)
+
+
 def decode(config, model, params):
   """ms per decode step from two run lengths (9 and 41 tokens), then one run's kernels."""
   for batch in ((2,) if SMOKE else DECODE_BATCHES):
@@ -74,10 +83,7 @@ def decode(config, model, params):
     log(f"decode B={batch}: step {step_ms:.4f} ms (decode_s 41: {decode_s[41] * 1e3:.2f} ms, "
         f"9: {decode_s[9] * 1e3:.2f} ms) XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
     if not SMOKE and BREAKDOWN:
-      program = functools.partial(
-          generation._generate_jit, model=model, max_new_tokens=41,  # pylint: disable=protected-access
-          sampling=SamplingConfig(), eos_token_id=None, pad_token_id=0,
-          vocab_size=config.vocab_size, stream=False)
+      program = generation_programs(config, model, params, jnp.asarray(ids), 41)
       breakdown(program, params, jnp.asarray(ids), None, jax.random.key(0), top=TOP,
                 label=f"generate B={batch} 41 steps")
 
@@ -139,10 +145,7 @@ def prefill_generate(config, model, params):
   batch, length = (2, 64) if SMOKE else (PREFILL_BATCH, 8000)
   ids = np.random.default_rng(0).integers(1, config.vocab_size, size=(batch, length))
   ids = jnp.asarray(ids.astype(np.int32))                                   # [B, L]
-  program = functools.partial(
-      generation._generate_jit, model=model, max_new_tokens=2,  # pylint: disable=protected-access
-      sampling=SamplingConfig(), eos_token_id=None, pad_token_id=0,
-      vocab_size=config.vocab_size, stream=False)
+  program = generation_programs(config, model, params, ids, 2)
   if SMOKE:
     jax.block_until_ready(program(params, ids, None, jax.random.key(0)))
     log(f"generate B={batch} L={length} 2 tokens ran")

@@ -187,6 +187,18 @@ def test_toy_no_recompilation_across_calls_and_tokens(toy):
   assert len(generation._COMPILED) == 2  # bucket 32 is a new program
 
 
+def test_toy_programs_call_the_host_only_when_streaming(toy):
+  """Without a stream callback neither compiled program may hold a host callback (JAX would then
+  dispatch it through Python, argument by argument); with one, the decode loop must."""
+  model, params = toy
+  ids = np.random.default_rng().integers(0, 41, (2, 5))
+  generate(model, params, ids, max_new_tokens=6)
+  assert all("callback" not in p.as_text() for p in generation.last_programs())
+  generate(model, params, ids, max_new_tokens=6, callback=lambda *a: None)
+  prefill, decode = generation.last_programs()
+  assert "callback" not in prefill.as_text() and "callback" in decode.as_text()
+
+
 def test_toy_compiler_options_make_their_own_program_with_the_same_tokens(toy):
   """An XLA option (here one the CPU ignores) compiles a second program; greedy tokens agree."""
   model, params = toy
@@ -212,16 +224,14 @@ def test_toy_failed_run_drops_effect_tokens_and_the_next_run_works(toy, monkeypa
   generation.clear_cache()
 
   class FailingProgram:
-    def lower(self, *args, **kwargs):
-      return self
-
     def compile(self):
       def run(*args):
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory (simulated)")
       return run
 
   sentinel = {"failed-token": object()}
-  monkeypatch.setattr(generation, "_generate_jit", FailingProgram())
+  monkeypatch.setattr(generation, "lower_programs",
+                      lambda *args, **kwargs: (FailingProgram(), FailingProgram()))
   monkeypatch.setattr(dispatch.runtime_tokens, "current_tokens", dict(sentinel))
   with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"):
     generate(model, params, ids, max_new_tokens=4)
@@ -460,11 +470,11 @@ def test_model_two_new_tokens_need_no_more_memory_than_three(tiny_lm):
   model, params = tiny_lm
 
   def temp_bytes(new_tokens):
-    lowered = generation._generate_jit.lower(  # pylint: disable=protected-access
+    programs = generation.lower_programs(
         params, jax.ShapeDtypeStruct((16, 512), jnp.int32), None, jax.random.key(0),
         model=model, max_new_tokens=new_tokens, sampling=SamplingConfig(), eos_token_id=None,
         pad_token_id=0, vocab_size=None, stream=False)
-    return lowered.compile().memory_analysis().temp_size_in_bytes
+    return sum(p.compile().memory_analysis().temp_size_in_bytes for p in programs)
 
   two, three = temp_bytes(2), temp_bytes(3)
   assert two <= 1.05 * three, f"temporaries: {two} bytes for 2 new tokens, {three} for 3"
