@@ -286,7 +286,7 @@ _decode_jit = jax.jit(_decode_program, static_argnames=_DECODE_STATIC, donate_ar
 def lower_programs(params, input_ids, attention_mask, key, *, model, max_new_tokens: int,
                    sampling: SamplingConfig, eos_token_id: int | None, pad_token_id: int,
                    vocab_size: int | None, stream: bool, decode_state: str = "symmetric"):
-  """(prefill, decode) `jax.stages.Lowered` of one generation; arguments as `generate`'s program.
+  """(prefill, decode) `jax.stages.Lowered` of one generation, for the arguments `generate` passes.
 
   input_ids and attention_mask may be arrays or `jax.ShapeDtypeStruct`s (compile-only use, e.g.
   the memory of a configuration; the benchmarks use this).
