@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "'pallas' (the gate fused into a Mosaic GPU gemm) or 'auto' (pallas for "
                       "more than 4096 rows, xla below)")
   parser.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
-                      help="an XLA option for the generate program only (repeatable), e.g. "
+                      help="an XLA option for the generate programs only (repeatable), e.g. "
                       "xla_gpu_enable_triton_gemm=false: generate(compiler_options=...); values "
                       "true/false become bools, integers ints")
   parser.add_argument("--decode-state", default="symmetric", choices=("full", "symmetric"),
@@ -357,7 +357,7 @@ def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
 
 
 def compile_only_bytes(model, params, vocab: int, batch: int, length: int, steps: int) -> dict:
-  """Compile (without running) the generation program at this prompt length; its memory."""
+  """Compile (without running) the generation programs at this prompt length; their memory."""
   import jax
   import jax.numpy as jnp
 
