@@ -12,8 +12,9 @@ batch) a compiled prefill program and a compiled decode-loop program, run back t
 Every batch size gets both numbers (each program runs prefill then the decode loop); the
 prefill and decode sets above choose which batch sizes run.
 - Memory: the compiled programs' own estimate (`memory_analysis()`: arguments + outputs + temps
-  - aliased; the larger of the prefill and decode programs) per config, and the process peak (`memory_stats()["peak_bytes_in_use"]`; each
-  config runs in its own process unless --no-isolate, so this is that config's peak).
+  - aliased; the larger of the prefill and decode programs) per config, and the process peak
+  (`memory_stats()["peak_bytes_in_use"]`; each config runs in its own process unless
+  --no-isolate, so this is that config's peak).
   `--memory-lengths` compiles (without running) the B=4 program at shorter prompts to show how
   prefill memory grows with L.
 

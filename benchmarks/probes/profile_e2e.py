@@ -11,7 +11,8 @@ depend on the context length), an 8000-token prompt at B = 4 for the prefill. SM
 model on the CPU, no breakdown. PROFILE_DECODE_BATCHES (default "4,256"), PROFILE_PREFILL_BATCH
 (default 4) and PROFILE_TOP (kernels listed, default 25) override the shapes; PROFILE_MLP_IMPL
 (default "xla") is BasedLM's mlp_impl (the SwiGLU fc1 + gate: "xla", "pallas" or "auto").
-PROFILE_BREAKDOWN=0: decode times the step only (no per-kernel profile).
+PROFILE_BREAKDOWN=0: decode times the step only (no per-kernel profile). PROFILE_DECODE_STATE
+(default "symmetric", generate's default) is the cache layout of `step`.
 PROFILE_HLO_DIR: write the optimized HLO of the profiled prefill and decode-step programs there.
 Session-2 output (its tail, from an earlier form of this script):
 benchmarks/results/session2/probe_e2e.log.
@@ -141,7 +142,7 @@ def prefill(config, model, params):
 
 
 def prefill_generate(config, model, params):
-  """The whole generate program as e2e.py times it (prefill + 1 token): its kernels."""
+  """generate's two programs as e2e.py times them (prefill + 1 token): their kernels."""
   batch, length = (2, 64) if SMOKE else (PREFILL_BATCH, 8000)
   ids = np.random.default_rng(0).integers(1, config.vocab_size, size=(batch, length))
   ids = jnp.asarray(ids.astype(np.int32))                                   # [B, L]
