@@ -7,8 +7,8 @@ TRACE: a `jax.profiler` trace (e.g. from `benchmarks/e2e.py --trace DIR`): the d
 events). The GPU's timeline is the union of the complete ("X") events of every process named
 `/device:GPU:*` (kernels and copies on all streams). Prints the span from the first to the last GPU
 event, the busy and idle time within it, and the `--top` longest idle gaps, each with the GPU
-events before and after it and the longest host events that overlap it (what the host was doing
-while the GPU waited). `--after-ms` / `--until-ms` keep a window (ms from the first GPU event), e.g.
+events before and after it and the host events that overlap it most, leaving out those that span
+the whole gap (their callers): what the host was doing while the GPU waited. `--after-ms` / `--until-ms` keep a window (ms from the first GPU event), e.g.
 the prefill of a `generate` run. Needs only the Python standard library.
 """
 
@@ -96,8 +96,9 @@ def analyse(events: list[dict], top: int = 15, after_ms: float = 0.0,
     before = max((e for e in by_end if e["ts"] + e["dur"] <= start + 1e-6),
                  key=lambda e: e["ts"] + e["dur"])
     after = min((e for e in by_start if e["ts"] >= end - 1e-6), key=lambda e: e["ts"])
-    overlapping = sorted((e for e in host if e["ts"] < end and e["ts"] + e["dur"] > start),
-                         key=lambda e: -e["dur"])[:3]
+    inside = [e for e in host if e["ts"] < end and e["ts"] + e["dur"] > start   # overlaps the gap
+              and not (e["ts"] <= start and e["ts"] + e["dur"] >= end)]       # not an outer caller
+    overlapping = sorted(inside, key=lambda e: -(min(end, e["ts"] + e["dur"]) - max(start, e["ts"])))[:3]
     report.append({"gap_us": length, "at_ms": (start - origin) / 1e3,
                    "before": before.get("name", "?"), "after": after.get("name", "?"),
                    "host": [(h.get("name", "?"), h["dur"]) for h in overlapping]})

@@ -56,7 +56,20 @@ def test_busy_idle_and_gaps_match_a_brute_force_timeline():
   assert result["gaps"] == len(gaps)
   assert [g["gap_us"] for g in result["top"]] == pytest.approx(gaps[:5])
   assert result["gaps_over_10us_ms"] == pytest.approx(sum(g for g in gaps if g > 10) / 1e3)
-  assert all(g["host"][0][0] == "host_execute" for g in result["top"])
+  assert all("host_execute" not in [name for name, _ in g["host"]] for g in result["top"])
+
+
+def test_a_gap_lists_the_host_events_inside_it_not_their_callers():
+  rng = np.random.default_rng()
+  events = synthetic_trace(rng)
+  top = trace_gaps.analyse(events, top=1)["top"][0]
+  origin = min(e["ts"] for e in events if e.get("pid") == 7 and e.get("ph") == "X")
+  start = origin + 1e3 * top["at_ms"]
+  events += [{"ph": "X", "pid": 1, "tid": 5, "ts": start + 1, "dur": 1, "name": "short_launch"},
+             {"ph": "X", "pid": 1, "tid": 5, "ts": start - 5, "dur": 5 + top["gap_us"] / 2,
+              "name": "slow_dispatch"}]
+  hosts = [name for name, _ in trace_gaps.analyse(events, top=1)["top"][0]["host"]]
+  assert hosts == ["slow_dispatch", "short_launch"]   # by overlap with the gap; no outer caller
 
 
 def test_window_keeps_the_events_inside_it():
