@@ -100,9 +100,13 @@ class Block(nn.Module):
     self.mlp = SwiGLU(cfg.mlp_hidden, cfg.mlp_fc1_bias, cfg.mlp_fc2_bias, dtype=self.dtype,
                       impl=self.mlp_impl)
 
-  def _run(self, residual, mask, mix):
-    """residual: [B, L, d]; mix(x) -> (m [B, L, d], aux). Returns (residual, aux)."""
+  def _run(self, residual, mask, mix, last_only: bool = False):
+    """residual: [B, L, d]; mix(x) -> (m [B, L, d], aux). Returns (residual, aux), residual
+    [B, L, d], or [B, 1, d] (the last position) with last_only."""
     m, aux = mix(self.norm1(residual.astype(self.dtype)))
+    if last_only:   # the mixer has built its cache from every position; the rest needs the last
+      residual, m = residual[:, -1:], m[:, -1:]  # [B, 1, d]
+      mask = None if mask is None else mask[:, -1:]  # [B, 1]
     if mask is not None:
       m = jnp.where(mask[..., None], m, 0)
     residual = residual + m.astype(residual.dtype)
@@ -112,9 +116,19 @@ class Block(nn.Module):
   def __call__(self, residual, mask, positions):
     return self._run(residual, mask, lambda x: (self.mixer(x, mask, positions), None))[0]
 
-  def prefill(self, residual, mask, positions, max_length):
+  def prefill(self, residual, mask, positions, max_length, last_only: bool = False):
+    """(residual, cache). last_only (the model's last layer, whose output is read at the last
+    position only): returns the residual of the last position [B, 1, d]; the MLP runs on that
+    position only, and a mixer with a finite `prefill_context` (BaseConv: its conv taps) on its
+    trailing positions only. The cache and the last position's output are exactly those of the
+    whole prompt."""
+    context = getattr(self.mixer, "prefill_context", None) if last_only else None
+    if context is not None and context < residual.shape[1]:
+      residual, positions = residual[:, -context:], positions[:, -context:]  # [B, K, d], [B, K]
+      mask = None if mask is None else mask[:, -context:]  # [B, K]
     return self._run(residual, mask,
-                     lambda x: self.mixer.prefill(x, mask, positions, max_length))
+                     lambda x: self.mixer.prefill(x, mask, positions, max_length),
+                     last_only=last_only)
 
   def decode_step(self, residual, cache, position, index):
     return self._run(residual, None,
@@ -152,10 +166,12 @@ class Transformer(nn.Module):
     return self._final(residual)
 
   def prefill(self, input_ids, mask, positions, max_length):
+    """(final hidden state of the last position [B, 1, d], per-layer caches)."""
     residual = self._embed(input_ids)
     caches = []
-    for layer in self.layers:
-      residual, cache = layer.prefill(residual, mask, positions, max_length)
+    for i, layer in enumerate(self.layers):
+      last = i == len(self.layers) - 1   # only the last position of the last layer is read
+      residual, cache = layer.prefill(residual, mask, positions, max_length, last_only=last)
       caches.append(cache)
     return self._final(residual), tuple(caches)
 

@@ -105,6 +105,12 @@ class BaseConv(nn.Module):
     del positions  # no positional information in a convolution
     return self._mix(x, mask, self._empty_history(x))[0]
 
+  @property
+  def prefill_context(self) -> int:
+    """Trailing positions that determine the cache and the last output of `prefill` (the conv
+    taps): a prefill of x[:, -K:] gives exactly those of the whole prompt."""
+    return self.config.conv_kernel_size
+
   def prefill(self, x, mask, positions, max_length):
     del positions, max_length
     history = self._empty_history(x)

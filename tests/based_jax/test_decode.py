@@ -95,6 +95,34 @@ def test_left_padded_batch_decodes_like_rows_alone(name):
     np.testing.assert_array_equal(np.asarray(toks[i]), np.asarray(alone_toks[0]))
 
 
+LAST_LAYER = {"conv": ((1,), (2,)), "linear_attention": ((3,), (2,)), "sliding_window": ((1,), (3,))}
+
+
+@pytest.mark.parametrize("last", sorted(LAST_LAYER))
+def test_last_layer_prefill_on_trailing_positions_matches_forward(last):
+  """The model's last layer runs its MLP on the last position only, and a BaseConv mixer on its
+  conv taps only (Block.prefill last_only): the prefill logits and the decoded continuation must
+  still be the full forward's, for left-padded rows shorter and longer than the conv."""
+  la, swa = LAST_LAYER[last]
+  cfg = BasedConfig.tiny(n_layer=4, la_layers=la, swa_layers=swa)
+  assert cfg.layer_types[-1] == last
+  seed = int(np.random.default_rng().integers(1 << 20))
+  params = init_params(cfg, seed=seed)
+  model = BasedLM(cfg)
+  lengths, steps = (1, 2, 9), 8
+  width = max(lengths)
+  rows = [random_ids(cfg, (1, n), seed=seed + n) for n in lengths]
+  ids = jnp.concatenate([jnp.pad(r, ((0, 0), (width - r.shape[1], 0)), constant_values=5)
+                         for r in rows])                                       # [3, width]
+  mask = jnp.asarray([[0] * (width - n) + [1] * n for n in lengths], jnp.int32)  # [3, width]
+  feed = random_ids(cfg, (3, steps), seed=seed + 100)
+  got, _ = run_decode(model, params, ids, mask, feed, max_length=width + steps)  # [3, T+1, Vp]
+  for i, (row, n) in enumerate(zip(rows, lengths)):
+    full = full_forward(model, params, jnp.concatenate([row, feed[i:i + 1]], axis=1))
+    np.testing.assert_allclose(np.asarray(got[i]), np.asarray(full[0, n - 1:]),
+                               **TOL[jnp.float32])
+
+
 def test_cache_layout():
   cfg = CONFIGS["based-d64"]
   params = init_params(cfg)
