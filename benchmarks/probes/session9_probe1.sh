@@ -3,8 +3,10 @@
 # callbacks (~300 parameter arrays) before the prefill's kernels, and the first-token callback
 # stalling the kernel launches after it. generate now runs two programs without host callbacks
 # (prefill; decode loop with the cache donated), measured on the CPU only (7.87 -> 6.09 ms to the
-# first token, a tiny 27-layer model). This call measures it on the GPU: s8b had the B = 4
-# prefill at 42.78 ms (target 40), s8a the B = 256 decode step at 2.14 ms.
+# first token, a tiny 27-layer model), and the prefill computes the last layer only where it is
+# read (4.0% of based-360m's prefill matmul FLOPs). This call measures both on the GPU: s8b had
+# the B = 4 prefill at 42.78 ms (target 40) and B = 128 at 1314.01 ms (target 1100), s8a the
+# B = 256 decode step at 2.14 ms (target 1.5).
 #   1. e2e.py with the defaults at the targets' batches (prefill B = 4 and 128, decode B = 256,
 #      65 steps): the numbers for the table;
 #   2. e2e.py at B = 4 (prefill + 1 step: --decode-steps 2) with mlp_impl "xla" and "auto", each
