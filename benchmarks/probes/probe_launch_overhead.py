@@ -18,7 +18,6 @@ Prints one line per chain. SMOKE=1 runs the XLA chains on the CPU (the script's 
 """
 
 import os
-import statistics
 import time
 
 import jax
@@ -45,24 +44,14 @@ def chain(step, n: int):
   return jax.jit(run)
 
 
-def wall_ms(fn, *args, iterations: int = 20) -> float:
-  jax.block_until_ready(fn(*args))
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(iterations):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(1e3 * (time.perf_counter() - start))
-  return statistics.median(times)
-
-
 def measure(name: str, step, x, *consts, n: int = 16):
-  walls = {k: wall_ms(chain(step, k), x, *consts) for k in (1, n)}
+  runs = {k: common.time_jax(chain(step, k), x, *consts) for k in (1, n)}
+  walls = {k: r["wall_ms"] for k, r in runs.items()}
   per_call_wall = (walls[n] - walls[1]) / (n - 1)
   if SMOKE:
     log(f"{name:14s} wall/call {per_call_wall:.4f} ms (CPU: no kernel time)")
     return
-  kernel = common.time_jax(chain(step, n), x, *consts)["ms"] / n
+  kernel = runs[n]["ms"] / n
   log(f"{name:14s} wall/call {per_call_wall:.4f} ms  kernel/call {kernel:.4f} ms  "
       f"difference {per_call_wall - kernel:+.4f} ms  (wall of 1 call {walls[1]:.4f}, of {n} "
       f"{walls[n]:.4f}) XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")

@@ -89,13 +89,11 @@ def analyse(events: list[dict], top: int = 15, after_ms: float = 0.0,
   busy_us = sum(b - a for a, b in busy)
   gaps = sorted(((busy[i + 1][0] - busy[i][1], busy[i][1], busy[i + 1][0])
                  for i in range(len(busy) - 1)), reverse=True)
-  by_end = sorted(gpu, key=lambda e: e["ts"] + e["dur"])
-  by_start = sorted(gpu, key=lambda e: e["ts"])
   report = []
   for length, start, end in gaps[:top]:
-    before = max((e for e in by_end if e["ts"] + e["dur"] <= start + 1e-6),
+    before = max((e for e in gpu if e["ts"] + e["dur"] <= start + 1e-6),
                  key=lambda e: e["ts"] + e["dur"])
-    after = min((e for e in by_start if e["ts"] >= end - 1e-6), key=lambda e: e["ts"])
+    after = min((e for e in gpu if e["ts"] >= end - 1e-6), key=lambda e: e["ts"])
     inside = [e for e in host if e["ts"] < end and e["ts"] + e["dur"] > start   # overlaps the gap
               and not (e["ts"] <= start and e["ts"] + e["dur"] >= end)]       # not an outer caller
     overlapping = sorted(inside, key=lambda e: -(min(end, e["ts"] + e["dur"]) - max(start, e["ts"])))[:3]
