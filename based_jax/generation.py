@@ -10,9 +10,13 @@ streaming on/off, decode state), compiled once and cached:
   place.
 Neither program calls back to the host unless streaming. A program with host callbacks cannot
 take JAX's C++ dispatch path: every call would go through Python argument handling for each of
-the ~300 parameter arrays of based-360m, host time that adds to the prefill. Without callbacks
-`generate` queues the decode program right behind the prefill and then waits for the first
-token, which is what `prefill_s` times.
+the ~300 parameter arrays of based-360m, host time that adds to the prefill. `generate` waits
+for the first token (what `prefill_s` times) before it calls the decode program: on a GPU that
+call returns only when the loop has finished (XLA reads the loop condition on the host each
+iteration), so a first token read after it would arrive at the end of the whole generation
+(seen on the H200: a "prefill" of 101.5 ms at B = 4 with 64 decode steps behind it, 41.4 ms with
+one). The GPU idles meanwhile for the call's host work, ~0.3 ms, next to the ~1.8 ms launch
+of the loop body's first command buffer that it pays either way.
 
 Prompt bucketing: a prompt of length `L0` is left-padded (with the attention mask) to the next
 bucket (powers of two from 16 by default), so prompts of different lengths reuse one compilation.
@@ -38,6 +42,7 @@ emitting pad). Streaming syncs the device with the host once per step, so it cos
 """
 
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -100,6 +105,7 @@ def clear_cache() -> None:
   """Forget every compiled generation program."""
   _COMPILED.clear()
   _LAST["programs"] = None
+  _prng_key.cache_clear()
 
 
 def last_programs():
@@ -312,8 +318,19 @@ def run_programs(programs, params, input_ids, attention_mask, key):
 
 
 def _signature(tree) -> tuple:
+  """(treedef, ((shape, dtype), ...)): the compilation-cache part of `params`. Dtypes hash
+  as they are; their str() was 1 ms of host time per call for based-360m's ~300 arrays."""
   leaves, treedef = jax.tree.flatten(tree)
-  return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+  return treedef, tuple((tuple(x.shape), x.dtype) for x in leaves)
+
+
+@functools.lru_cache(maxsize=64)
+def _prng_key(seed: int, impl: str):
+  """jax.random.key(seed), kept: making one is a device program of its own, ~1 ms of host time
+  before every generation (the H200 trace of s9a). Keys are immutable and `generate` does not
+  donate them. `impl` (the default PRNG implementation) is part of the cache key."""
+  del impl
+  return jax.random.key(seed)
 
 
 def _config_int(model, name: str) -> int | None:
@@ -409,7 +426,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
                  eos_token_id=eos_token_id, pad_token_id=int(pad_token_id),
                  vocab_size=vocab_size, stream=callback is not None, decode_state=decode_state)
   args = (params, jnp.asarray(ids), None if mask is None else jnp.asarray(mask),
-          jax.random.key(seed))
+          _prng_key(seed, str(jax.config.jax_default_prng_impl)))
   cache_key = (tuple(sorted(statics.items(), key=lambda kv: kv[0])), _signature(params),
                ids.shape, mask is None, tuple(sorted(options.items())))
   with _RUN_LOCK:
@@ -433,15 +450,11 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     t_start = time.perf_counter()
     try:
       first, cache, key = prefill(*args)
-      if callback is None:
-        outputs = decode(params, first, cache, key)  # queued behind the prefill, not waited for
-        np.asarray(first)                             # the first token on the host
-        t_first = time.perf_counter()
-      else:  # the host streams the first token before the loop's callbacks stream the rest
-        first_host = np.asarray(first)
-        t_first = time.perf_counter()
+      first_host = np.asarray(first)  # the first token on the host (see the module doc)
+      t_first = time.perf_counter()
+      if callback is not None:  # the loop's callbacks stream the rest
         callback(0, first_host, np.ones(first_host.shape, bool))
-        outputs = decode(params, first, cache, key)
+      outputs = decode(params, first, cache, key)
       tokens, lengths, hit_eos, steps = jax.device_get(outputs[:4])   # the cache stays put
       t_end = time.perf_counter()
       jax.effects_barrier()  # every host callback of this run has returned

@@ -202,6 +202,42 @@ def test_toy_programs_call_the_host_only_when_streaming(toy):
   assert "callback" not in prefill.as_text() and "callback" in decode.as_text()
 
 
+def test_toy_first_token_is_read_before_the_decode_program_is_called(toy):
+  """On a GPU the decode program's call returns only when its loop has finished (XLA reads the
+  loop condition on the host), so `prefill_s` must stop at the first token read before it."""
+  model, params = toy
+  generation.clear_cache()
+  ids = np.random.default_rng().integers(0, 41, (2, 5))
+  plain = generate(model, params, ids, max_new_tokens=6)
+  (key, (prefill, decode)), = generation._COMPILED.items()
+  events = []
+
+  class WatchedFirst:  # the prefill's first token, noting when the host reads it
+    def __init__(self, tokens):
+      self.tokens = tokens
+
+    def __array__(self, dtype=None, copy=None):
+      events.append("first token read")
+      return np.asarray(self.tokens, dtype)
+
+  def watched_prefill(*args):
+    first, cache, prng = prefill(*args)
+    return WatchedFirst(first), cache, prng
+
+  def watched_decode(params, first, cache, prng):
+    events.append("decode called")
+    return decode(params, first.tokens, cache, prng)
+
+  generation._COMPILED[key] = (watched_prefill, watched_decode)
+  try:
+    watched = generate(model, params, ids, max_new_tokens=6)
+  finally:
+    generation.clear_cache()
+  assert events == ["first token read", "decode called"]
+  np.testing.assert_array_equal(watched.tokens, plain.tokens)
+  assert 0 < watched.prefill_s and 0 < watched.decode_s
+
+
 def test_toy_compiler_options_make_their_own_program_with_the_same_tokens(toy):
   """An XLA option (here one the CPU ignores) compiles a second program; greedy tokens agree."""
   model, params = toy
