@@ -204,7 +204,8 @@ def test_toy_programs_call_the_host_only_when_streaming(toy):
 
 def test_toy_first_token_is_read_before_the_decode_program_is_called(toy):
   """On a GPU the decode program's call returns only when its loop has finished (XLA reads the
-  loop condition on the host), so `prefill_s` must stop at the first token read before it."""
+  loop condition on the host), so `prefill_s` must stop at the first token read before it; the
+  token's copy to the host is queued right behind the prefill."""
   model, params = toy
   generation.clear_cache()
   ids = np.random.default_rng().integers(0, 41, (2, 5))
@@ -215,6 +216,10 @@ def test_toy_first_token_is_read_before_the_decode_program_is_called(toy):
   class WatchedFirst:  # the prefill's first token, noting when the host reads it
     def __init__(self, tokens):
       self.tokens = tokens
+
+    def copy_to_host_async(self):
+      events.append("first token copy queued")
+      self.tokens.copy_to_host_async()
 
     def __array__(self, dtype=None, copy=None):
       events.append("first token read")
@@ -233,7 +238,7 @@ def test_toy_first_token_is_read_before_the_decode_program_is_called(toy):
     watched = generate(model, params, ids, max_new_tokens=6)
   finally:
     generation.clear_cache()
-  assert events == ["first token read", "decode called"]
+  assert events == ["first token copy queued", "first token read", "decode called"]
   np.testing.assert_array_equal(watched.tokens, plain.tokens)
   assert 0 < watched.prefill_s and 0 < watched.decode_s
 
