@@ -206,6 +206,22 @@ def test_flash_causal_attention_vs_dense_numpy(length, block):
   np.testing.assert_allclose(np.asarray(got)[real], want[real], **F32)
 
 
+def test_flash_causal_attention_memory_stays_linear_when_xla_unrolls_the_scan(monkeypatch):
+  """The GPU compiler may unroll the key-block scan; its blocks must not then be computed ahead
+  and be live at once (an [L, L] footprint). A fully unrolled scan on the CPU stands in for it:
+  the compiled temporaries may only double from 2k to 4k tokens."""
+  scan = jax.lax.scan
+  monkeypatch.setattr(jax.lax, "scan", functools.partial(scan, unroll=True))
+
+  def temp_bytes(length):
+    spec = jax.ShapeDtypeStruct((1, length, 2, 16), jnp.float32)
+    fn = jax.jit(functools.partial(flash_causal_attention, scale=0.25, precision=None, block=256))
+    return fn.lower(spec, spec, spec, None).compile().memory_analysis().temp_size_in_bytes
+
+  temp = {length: temp_bytes(length) for length in (2048, 4096)}
+  assert temp[4096] <= 2.2 * temp[2048], temp
+
+
 def _attention_inputs(length, dtype, seed=None):
   r = np.random.default_rng(seed)
   return tuple(jnp.asarray(r.standard_normal((2, length, 4, 64)), dtype) for _ in range(3))
