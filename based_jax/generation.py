@@ -116,7 +116,7 @@ def last_programs():
 
 def _stream_hook(step, tokens, active):
   fn = _RUN.get("callback")
-  if fn is not None:
+  if fn is not None and np.any(active):  # a step of an unrolled loop after the end emits nothing
     fn(int(step), np.asarray(tokens), np.asarray(active))
 
 
@@ -215,15 +215,21 @@ def _prefill_program(params, input_ids, attention_mask, key, *, model, max_new_t
 
 def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
                     sampling: SamplingConfig, eos_token_id: int | None, pad_token_id: int,
-                    vocab_size: int | None, stream: bool):
+                    vocab_size: int | None, stream: bool, decode_unroll: int = 1):
   """The decode loop after the first token, on the device; `cache` is donated and updated in place.
 
   first [B] int32. Returns tokens [B, T] int32 (first included), lengths [B] int32,
   hit_eos [B] bool, steps () int32 and the final cache (returned so that XLA can alias it to the
   donated one and keep the loop's cache in that memory; `generate` drops it).
+
+  decode_unroll: decode steps per loop iteration. On a GPU each iteration costs a round trip to
+  the host (XLA reads the loop condition back, then launches the body). With U > 1 a step past
+  max_new_tokens or after every row has finished still runs (up to U - 1 of them, wasted work),
+  but emits nothing: its rows count as finished.
   """
   batch = first.shape[0]
   total = max_new_tokens
+  unroll = decode_unroll
   variables = {"params": params}
 
   def is_eos(tok):
@@ -231,7 +237,9 @@ def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
       return jnp.zeros(tok.shape, bool)
     return tok == eos_token_id
 
-  tokens = jnp.full((batch, total), pad_token_id, jnp.int32).at[:, 0].set(first)  # [B, T]
+  # U - 1 spare columns: the last iteration may run steps past T, which write pads there
+  tokens = jnp.full((batch, total + unroll - 1), pad_token_id, jnp.int32)  # [B, T + U - 1]
+  tokens = tokens.at[:, 0].set(first)
   lengths = jnp.ones((batch,), jnp.int32)  # [B]
   done = is_eos(first)  # [B]
 
@@ -245,23 +253,31 @@ def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
     step, _, done, _, _, _, _ = carry
     return (step < limit) & ~jnp.all(done)
 
-  def body(carry):
+  def one_step(carry):
     step, tok, done, lengths, tokens, cache, key = carry
     logits, cache = model.apply(variables, tok, cache, method="decode_step")  # [B, Vp]
     key, sub = jax.random.split(key)
     nxt = sample(logits, sub, sampling, vocab_size)  # [B]
     active = ~done  # [B]
+    if unroll > 1:   # a step past T (only in the last iteration) emits nothing
+      active = active & (step < total)
     nxt = jnp.where(active, nxt, pad_token_id)  # [B]
-    tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, step))  # [B, T]
+    tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, step))  # [B, T + U - 1]
     lengths = lengths + active.astype(jnp.int32)
     done = done | (active & is_eos(nxt))
     if stream:
       jax.debug.callback(_stream_hook, step, nxt, active, ordered=True)
     return step + 1, nxt, done, lengths, tokens, cache, key
 
+  def body(carry):
+    for _ in range(unroll):
+      carry = one_step(carry)
+    return carry
+
   carry = (jnp.int32(1), first, done, lengths, tokens, cache, key)
-  steps, _, done, lengths, tokens, cache, _ = jax.lax.while_loop(cond, body, carry)
-  return tokens, lengths, done, steps, cache
+  _, _, done, lengths, tokens, cache, _ = jax.lax.while_loop(cond, body, carry)
+  steps = jnp.max(lengths)  # the longest row: its tokens were made by the iterations that counted
+  return tokens[:, :total], lengths, done, steps, cache
 
 
 def _forget_failed_effect_tokens() -> None:
@@ -283,7 +299,7 @@ def _forget_failed_effect_tokens() -> None:
 
 _PREFILL_STATIC = ("model", "max_new_tokens", "sampling", "vocab_size", "decode_state")
 _DECODE_STATIC = ("model", "max_new_tokens", "sampling", "eos_token_id", "pad_token_id",
-                  "vocab_size", "stream")
+                  "vocab_size", "stream", "decode_unroll")
 DECODE_STATES = ("full", "symmetric")
 _prefill_jit = jax.jit(_prefill_program, static_argnames=_PREFILL_STATIC)
 _decode_jit = jax.jit(_decode_program, static_argnames=_DECODE_STATIC, donate_argnames=("cache",))
@@ -291,7 +307,8 @@ _decode_jit = jax.jit(_decode_program, static_argnames=_DECODE_STATIC, donate_ar
 
 def lower_programs(params, input_ids, attention_mask, key, *, model, max_new_tokens: int,
                    sampling: SamplingConfig, eos_token_id: int | None, pad_token_id: int,
-                   vocab_size: int | None, stream: bool, decode_state: str = "symmetric"):
+                   vocab_size: int | None, stream: bool, decode_state: str = "symmetric",
+                   decode_unroll: int = 1):
   """(prefill, decode) `jax.stages.Lowered` of one generation, for the arguments `generate` passes.
 
   input_ids and attention_mask may be arrays or `jax.ShapeDtypeStruct`s (compile-only use, e.g.
@@ -304,7 +321,7 @@ def lower_programs(params, input_ids, attention_mask, key, *, model, max_new_tok
   decode = _decode_jit.lower(params, first, cache, key_out, model=model,
                              max_new_tokens=max_new_tokens, sampling=sampling,
                              eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                             vocab_size=vocab_size, stream=stream)
+                             vocab_size=vocab_size, stream=stream, decode_unroll=decode_unroll)
   return prefill, decode
 
 
@@ -363,7 +380,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
              vocab_size: int | None = None,
              prompt_buckets: Sequence[int] | str | None = "auto",
              compiler_options: Mapping[str, str | bool | int | float] | None = None,
-             decode_state: str = "symmetric") -> GenerationOutput:
+             decode_state: str = "symmetric", decode_unroll: int = 1) -> GenerationOutput:
   """Generate up to `max_new_tokens` tokens per row after a (left-padded) prompt batch.
 
   model: a `BasedLM` (anything with `prefill` and `decode_step` methods, see docs/design.md).
@@ -387,6 +404,10 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     default: converted after the prefill to the 153-row form of based_jax.ops.symmetric, the
     same attention with each step moving 56% of the state bytes; 2.14 against 2.43 ms a step for
     based-360m at B = 256 on an H200) or "full" (the 273-row state the prefill returns).
+  decode_unroll: decode steps per iteration of the device loop (default 1). On a GPU every
+    iteration reads the loop condition back to the host before it launches the next; U > 1 pays
+    that once per U steps, at the price of up to U - 1 wasted steps at the end (past
+    max_new_tokens, or after every row has finished). The tokens are the same.
   """
   if not isinstance(sampling, SamplingConfig):
     raise ValueError(f"sampling must be a SamplingConfig; got {type(sampling).__name__}")
@@ -395,6 +416,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   _check_int("pad_token_id", pad_token_id, minimum=0, allow_none=True)
   _check_int("seed", seed)
   _check_int("vocab_size", vocab_size, minimum=1, allow_none=True)
+  _check_int("decode_unroll", decode_unroll, minimum=1)
   if isinstance(stop_strings, str):
     raise ValueError(
         "stop_strings must be a sequence of strings, not one string; wrap it in a list")
@@ -424,7 +446,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
 
   statics = dict(model=model, max_new_tokens=int(max_new_tokens), sampling=sampling,
                  eos_token_id=eos_token_id, pad_token_id=int(pad_token_id),
-                 vocab_size=vocab_size, stream=callback is not None, decode_state=decode_state)
+                 vocab_size=vocab_size, stream=callback is not None, decode_state=decode_state,
+                 decode_unroll=int(decode_unroll))
   # device_put: a plain host-to-device copy (jnp.asarray ran a small program, 1.4 ms of host
   # time for the prompt on the H200)
   args = (params, jax.device_put(ids), None if mask is None else jax.device_put(mask),

@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "library default: the same attention, 56%% of the state bytes per step) "
                       "or as the prefill returns them, 273 rows ('full'); the floors count 273 "
                       "rows, as the issue's targets do")
+  parser.add_argument("--decode-unroll", type=int, default=1, metavar="U",
+                      help="generate(decode_unroll=U): decode steps per iteration of the device "
+                      "loop (default 1); on a GPU each iteration reads the loop condition back "
+                      "to the host before launching the next. Pick U dividing --decode-steps "
+                      "minus 1, or up to U - 1 wasted steps are timed too")
   parser.add_argument("--left-pad", type=int, default=0, metavar="N",
                       help="mask the first N prompt tokens of every odd row as left padding, so "
                       "generate() takes the masked path of prompt-bucketed calls (default 0: no "
@@ -323,7 +328,8 @@ def left_pad_mask(batch: int, length: int, left_pad: int) -> np.ndarray | None:
 
 def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
                repeats: int, trace_dir: str | None = None, left_pad: int = 0,
-               compiler_options: dict | None = None, decode_state: str = "symmetric") -> dict:
+               compiler_options: dict | None = None, decode_state: str = "symmetric",
+               decode_unroll: int = 1) -> dict:
   from based_jax.generation import generate
 
   ids = np.random.default_rng(batch).integers(1, vocab, size=(batch, length)).astype(np.int32)
@@ -331,7 +337,8 @@ def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
 
   def once():
     return generate(model, params, ids, mask, max_new_tokens=steps, prompt_buckets=None,
-                    compiler_options=compiler_options, decode_state=decode_state)
+                    compiler_options=compiler_options, decode_state=decode_state,
+                    decode_unroll=decode_unroll)
 
   first = once()
   assert first.steps == steps and (first.lengths == steps).all()
@@ -555,7 +562,7 @@ def main(argv=None) -> int:
   results = {"device": getattr(device, "device_kind", str(device)), "backend": device.platform,
              "jax": jax.__version__, "python": platform.python_version(), "impl": args.impl,
              "attn_impl": args.attn_impl, "mlp_impl": args.mlp_impl, "left_pad": args.left_pad,
-             "decode_state": args.decode_state,
+             "decode_state": args.decode_state, "decode_unroll": args.decode_unroll,
              "xla_options": xla_options(args.xla_option),
              "prompt_len": length, "decode_steps": args.decode_steps, "repeats": args.repeats,
              "peak_flops": PEAK_FLOPS, "peak_bytes_per_s": PEAK_BYTES, "smoke": args.smoke,
@@ -599,7 +606,8 @@ def main(argv=None) -> int:
         row.update(run_config(model, params, config.vocab_size, batch, length, args.decode_steps,
                               args.repeats, trace_dir=None if results["configs"] else args.trace,
                               left_pad=args.left_pad, compiler_options=results["xla_options"],
-                              decode_state=args.decode_state))
+                              decode_state=args.decode_state,
+                              decode_unroll=args.decode_unroll))
         last_compile = row["compile_s"]
       except Exception as e:  # pylint: disable=broad-except  # OOM is a result, not a crash
         message = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
@@ -615,14 +623,15 @@ def main(argv=None) -> int:
           row.update(run_config(model, params, config.vocab_size, batch, length,
                                 args.decode_steps, args.repeats, left_pad=args.left_pad,
                                 compiler_options=results["xla_options"],
-                                decode_state=args.decode_state))
+                                decode_state=args.decode_state,
+                                decode_unroll=args.decode_unroll))
           last_compile = row["compile_s"]
         else:
           raise
       for kind, key in (("prefill", "prefill_s"), ("decode_step", "decode_step_s")):
         target = TARGETS.get((name, kind, batch))
         if (args.left_pad or args.xla_option or args.mlp_impl != "xla"
-            or args.decode_state != "symmetric"):
+            or args.decode_state != "symmetric" or args.decode_unroll != 1):
           target = None  # the targets are judged on the library's defaults
         if target is not None and key in row:
           row[f"{kind}_target_s"] = target

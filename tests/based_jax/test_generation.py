@@ -172,6 +172,46 @@ def test_toy_streaming_callback_sees_every_step_in_order(toy):
   np.testing.assert_array_equal(active.sum(axis=1), out.lengths)
 
 
+def _eos_row_finishing_mid_loop(model, params, ids, steps):
+  """An EOS id at which some row stops before `steps` and some other row runs on (from a free
+  run), or None when the prompt gives none."""
+  free = generate(model, params, ids, max_new_tokens=steps)
+  for eos in map(int, np.unique(free.tokens[:, 1:])):
+    hits = (free.tokens == eos).any(axis=1)
+    if hits.any() and not hits.all():
+      return eos
+  return None
+
+
+@pytest.mark.parametrize("unroll", [2, 3, 4])
+def test_toy_unrolled_decode_loop_gives_the_same_outputs(toy, unroll):
+  """U steps per loop iteration: the same tokens, lengths, reasons and steps as one per iteration,
+  for lengths that U does not divide, with rows stopping at EOS, sampling, and streaming."""
+  model, params = toy
+  rng = np.random.default_rng()
+  ids = rng.integers(0, model.vocab, size=(4, 6))
+  eos = None
+  while eos is None:
+    eos = _eos_row_finishing_mid_loop(model, params, ids, 11)
+    ids = ids if eos is not None else rng.integers(0, model.vocab, size=(4, 6))
+  cases = [dict(max_new_tokens=n) for n in (1, 2, 5, 11)]
+  cases += [dict(max_new_tokens=11, eos_token_id=eos, pad_token_id=model.vocab - 1)]
+  cases += [dict(max_new_tokens=9, sampling=SamplingConfig(temperature=1.3), seed=int(rng.integers(99)))]
+  for kwargs in cases:
+    one = generate(model, params, ids, **kwargs)
+    many = generate(model, params, ids, decode_unroll=unroll, **kwargs)
+    np.testing.assert_array_equal(many.tokens, one.tokens, err_msg=str(kwargs))
+    np.testing.assert_array_equal(many.lengths, one.lengths, err_msg=str(kwargs))
+    assert (many.finish_reasons, many.steps) == (one.finish_reasons, one.steps), kwargs
+  streams = []
+  for u in (1, unroll):
+    seen = []
+    generate(model, params, ids, max_new_tokens=10, eos_token_id=eos, decode_unroll=u,
+             callback=lambda step, tok, active: seen.append((step, tok.tolist(), active.tolist())))
+    streams.append(seen)
+  assert streams[1] == streams[0]
+
+
 def test_toy_no_recompilation_across_calls_and_tokens(toy):
   model, params = toy
   generation.clear_cache()
@@ -366,6 +406,8 @@ def test_bucket_length():
     (dict(compiler_options={"xla_gpu_enable_triton_gemm": None}), "compiler_options: "),
     (dict(compiler_options={"xla_no_such_option": True}), "compiler_options: .*no_such"),
     (dict(decode_state="half"), "decode_state must be one of"),
+    (dict(decode_unroll=0), "decode_unroll must be >= 1"),
+    (dict(decode_unroll=2.0), "decode_unroll must be an int"),
 ])
 def test_bad_arguments_raise_named_errors(toy, kwargs, match):
   model, params = toy
@@ -437,6 +479,19 @@ def test_model_symmetric_decode_state_gives_the_same_tokens(tiny_lm):
   np.testing.assert_array_equal(sym.tokens, full.tokens)
   want = greedy_by_full_forwards(lambda x: model.apply({"params": params}, x), rows[1], 40)
   np.testing.assert_array_equal(sym.tokens[1], want)
+
+
+def test_model_unrolled_decode_loop_gives_the_same_tokens(tiny_lm):
+  """Three decode steps per loop iteration (12 new tokens: 11 decode steps in 4 iterations, the
+  last step past the end) against one per iteration, left-padded rows included."""
+  model, params = tiny_lm
+  rng = np.random.default_rng()
+  rows = [rng.integers(0, model.config.vocab_size, size=(n,)) for n in (5, 12)]
+  ids, mask = left_pad(rows, pad=0)
+  one = generate(model, params, ids, mask, max_new_tokens=12)
+  three = generate(model, params, ids, mask, max_new_tokens=12, decode_unroll=3)
+  np.testing.assert_array_equal(three.tokens, one.tokens)
+  np.testing.assert_array_equal(three.lengths, one.lengths)
 
 
 @pytest.mark.gpu
