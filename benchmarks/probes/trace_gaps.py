@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import math
+import statistics
 import sys
 import tarfile
 from pathlib import Path
@@ -105,6 +106,24 @@ def analyse(events: list[dict], top: int = 15, after_ms: float = 0.0,
           "gaps_over_10us_ms": sum(g for g, _, _ in gaps if g > 10) / 1e3, "top": report}
 
 
+def iterations(events: list[dict], marker: str) -> list[dict]:
+  """Per loop iteration: the GPU time from one event whose name starts with `marker` to the next
+  (e.g. `loop_compare_fusion`, the condition of an XLA while loop, once per iteration), its busy
+  and idle time and its longest gap, in microseconds. The last marker closes the last iteration."""
+  gpu, _ = split_events(events)
+  marks = sorted(e["ts"] for e in gpu if e.get("name", "").startswith(marker))
+  rows = []
+  for start, end in zip(marks, marks[1:]):
+    window = [e for e in gpu if start <= e["ts"] < end]
+    busy = busy_intervals([dict(e, dur=min(e["dur"], end - e["ts"])) for e in window])
+    covered = sum(b - a for a, b in busy)
+    edges = [start] + [x for iv in busy for x in iv] + [end]
+    longest = max(edges[i + 1] - edges[i] for i in range(0, len(edges) - 1, 2))
+    rows.append({"span_us": end - start, "busy_us": covered, "idle_us": end - start - covered,
+                 "longest_gap_us": longest, "events": len(window)})
+  return rows
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,9 +133,23 @@ def main(argv=None) -> int:
                       help="ignore GPU events starting before this (ms from the first one)")
   parser.add_argument("--until-ms", type=float, default=math.inf,
                       help="ignore GPU events ending after this (ms from the first one)")
+  parser.add_argument("--iterations", metavar="NAME",
+                      help="also summarise the loop iterations delimited by GPU events whose "
+                      "name starts with NAME (e.g. loop_compare_fusion): medians of span, busy, "
+                      "idle and longest gap")
   args = parser.parse_args(argv)
-  result = analyse(load_trace(args.trace), args.top, args.after_ms, args.until_ms)
+  events = load_trace(args.trace)
+  result = analyse(events, args.top, args.after_ms, args.until_ms)
   out = io.StringIO()
+  if args.iterations:
+    rows = iterations(events, args.iterations)
+    if rows:
+      med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+      print(f"{len(rows)} iterations between {args.iterations!r} events; medians: span "
+            f"{med['span_us']:.1f} us, busy {med['busy_us']:.1f} us, idle {med['idle_us']:.1f} us, "
+            f"longest gap {med['longest_gap_us']:.1f} us, {med['events']:.0f} GPU events", file=out)
+    else:
+      print(f"fewer than two GPU events named {args.iterations!r}*", file=out)
   print(f"{result['gpu_events']} GPU events; span {result['span_ms']:.3f} ms, busy "
         f"{result['busy_ms']:.3f} ms, idle {result['idle_ms']:.3f} ms in {result['gaps']} gaps "
         f"({result['gaps_over_10us_ms']:.3f} ms in gaps over 10 us)", file=out)

@@ -110,3 +110,25 @@ def test_cli_prints_the_summary(tmp_path, capsys):
   assert trace_gaps.main([str(path), "--top", "2"]) == 0
   out = capsys.readouterr().out
   assert "GPU events; span" in out and out.count(" us at ") == 2
+
+
+def test_iterations_split_at_the_marker_and_match_a_brute_force_timeline():
+  rng = np.random.default_rng()
+  events = synthetic_trace(rng, n_kernels=90)
+  kernels = sorted((e for e in events if e.get("pid") == 7 and e["name"].startswith("kernel_")),
+                   key=lambda e: e["ts"])
+  for e in kernels[::15]:                               # every 15th kernel opens an iteration
+    e["name"] = "loop_compare_fusion." + e["name"]
+  marks = [e["ts"] for e in kernels[::15]]
+  rows = trace_gaps.iterations(events, "loop_compare_fusion")
+  assert len(rows) == len(marks) - 1
+  gpu = [e for e in events if e.get("pid") == 7 and e.get("ph") == "X"]
+  for row, start, end in zip(rows, marks, marks[1:]):
+    timeline = np.zeros(end - start, bool)
+    window = [e for e in gpu if start <= e["ts"] < end]
+    for e in window:
+      timeline[e["ts"] - start:min(e["ts"] + e["dur"], end) - start] = True
+    idle_runs = [len(run) for run in "".join("i" if not x else "b" for x in timeline).split("b")]
+    assert row["span_us"] == end - start and row["events"] == len(window)
+    assert row["busy_us"] == timeline.sum() and row["idle_us"] == (~timeline).sum()
+    assert row["longest_gap_us"] == max(idle_runs)
