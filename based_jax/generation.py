@@ -15,8 +15,9 @@ for the first token (what `prefill_s` times) before it calls the decode program:
 call returns only when the loop has finished (XLA reads the loop condition on the host each
 iteration), so a first token read after it would arrive at the end of the whole generation
 (seen on the H200: a "prefill" of 101.5 ms at B = 4 with 64 decode steps behind it, 41.4 ms with
-one). The GPU idles meanwhile for the call's host work, ~0.3 ms, next to the ~1.8 ms launch
-of the loop body's first command buffer that it pays either way.
+one). The GPU idles meanwhile, from the first token until the decode program's first kernel:
+2.75 ms in s9c's profiled run (docs/benchmarks.md), whose Python tracing slows the host; the
+time without the profiler is not measured.
 
 Prompt bucketing: a prompt of length `L0` is left-padded (with the attention mask) to the next
 bucket (powers of two from 16 by default), so prompts of different lengths reuse one compilation.

@@ -58,10 +58,11 @@ def flash_causal_attention(q, k, v, key_valid, *, scale: float, precision,
   qi = jnp.arange(length, dtype=jnp.int32)  # [L]
 
   def body(carry, blk):
-    # The block's inputs wait for the previous block's carry. Where XLA unrolls this loop (a
-    # fully unrolled scan: 4x the temporaries from 4k to 8k tokens on the CPU; on the H200 the
-    # fp32 prefill grew 3.3x), every block's mask and scores could otherwise be computed ahead
-    # and be live at once: an [L, L] footprint.
+    # The block's inputs wait for the previous block's carry. Where XLA unrolls this loop,
+    # every block's mask and scores could otherwise be computed ahead and be live at once, an
+    # [L, L] footprint: a fully unrolled scan on the CPU had 4x the temporaries at 8k tokens as
+    # at 4k. (On the H200 a 2-layer attention model's fp32 prefill grew 3.3x; whether this is the
+    # cause there is not yet measured, docs/benchmarks.md s9d.)
     carry, blk = jax.lax.optimization_barrier((carry, blk))
     m, l, acc = carry  # [B, H, L], [B, H, L], [B, H, L, D]
     kblk, vblk, valid, start = blk
