@@ -41,7 +41,7 @@ _MIXERS = {"conv": BaseConv, "linear_attention": LinearAttention,
 class BasedCache:
   """Decoding state of the whole model.
 
-  layers:   one cache per layer: ConvCache (last K-1 conv inputs), LinearAttentionState (fp32),
+  layers:   one cache per layer: ConvCache (a ring of conv inputs), LinearAttentionState (fp32),
             KVCache ring of w+1 slots (SWA) or KVCache of max_length slots (MHA).
   position: [B] int32, RoPE position of the next token (= real tokens seen so far).
   index:    [] int32, absolute index of the next token (prompt length + decoded tokens).
@@ -120,14 +120,16 @@ class Block(nn.Module):
     """(residual, cache). last_only (the model's last layer, whose output is read at the last
     position only): returns the residual of the last position [B, 1, d]; the MLP runs on that
     position only, and a mixer with a finite `prefill_context` (BaseConv: its conv taps) on its
-    trailing positions only. The cache and the last position's output are exactly those of the
-    whole prompt."""
+    trailing positions only, told their offset in the prompt (`offset`). The cache and the last
+    position's output are exactly those of the whole prompt."""
     context = getattr(self.mixer, "prefill_context", None) if last_only else None
+    kwargs = {}
     if context is not None and context < residual.shape[1]:
+      kwargs["offset"] = residual.shape[1] - context  # the index of the first position kept
       residual, positions = residual[:, -context:], positions[:, -context:]  # [B, K, d], [B, K]
       mask = None if mask is None else mask[:, -context:]  # [B, K]
     return self._run(residual, mask,
-                     lambda x: self.mixer.prefill(x, mask, positions, max_length),
+                     lambda x: self.mixer.prefill(x, mask, positions, max_length, **kwargs),
                      last_only=last_only)
 
   def decode_step(self, residual, cache, position, index):

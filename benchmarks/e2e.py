@@ -248,6 +248,9 @@ def cache_bytes(model, params, batch: int, length: int, max_length: int) -> dict
   for path, leaf in jax.tree_util.tree_flatten_with_path(cache)[0]:
     name = jax.tree_util.keystr(path)
     nbytes = leaf.size * jnp.dtype(leaf.dtype).itemsize
+    if name.endswith(".history"):   # BaseConv's ring has K slots for the K - 1 inputs it keeps:
+      k = leaf.shape[1]             # the floors count the state, K - 1 (as before the ring)
+      nbytes = nbytes * (k - 1) // k
     kind = "kv" if name.endswith((".k", ".v", ".valid")) else "recurrent"
     out[kind] += nbytes
   return out

@@ -4,9 +4,16 @@
     c_t = sum_k w[k] * u1_{t-(K-1)+k}  (+ bias)      # causal, u1 at t < 0 is 0
     y = out_proj(silu(c) * u2)
 
-Decoding keeps the last K-1 vectors of u1 (oldest first); the conv of one new token is the same
-sum over [history, u1_t]. Left-pad positions have u1 zeroed, so real tokens see exactly what they
-would see at the start of an unpadded sequence.
+Decoding keeps u1 in a ring of K slots (ConvCache), u1 of absolute position p in slot p % K: a
+step first writes u1_t into its slot, in place, and then convolves the ring read from the slot
+after it, i.e. the last K inputs oldest first. Writing before reading is what keeps the update
+in place inside `generate`'s loop: when the step read the old history and then built the new
+one (a shifted copy), XLA copied the carried history at every step (on the CPU one copy per
+conv layer; s9a's H200 trace of based-360m's loop has 12 slice + copy kernel pairs a step, not
+yet attributed). The slot comes from the model's token index, so the ring
+carries no counter of its own (a per-layer counter would cost a copy per layer and step too).
+Left-pad positions have u1 zeroed, so real tokens see exactly what they would see at the start
+of an unpadded sequence.
 """
 
 import jax
@@ -20,7 +27,9 @@ from based_jax.layers import Dtype, dense
 
 @struct.dataclass
 class ConvCache:
-  """history: [B, K-1, C], the last K-1 conv inputs u1, oldest first (compute dtype)."""
+  """history: [B, K, C] (compute dtype), a ring: slot p % K holds the conv input u1 of absolute
+  position p (the model's token index) for the last K-1 positions; the slot of the next token
+  holds whatever it held before (zeros after the prefill)."""
 
   history: jax.Array
 
@@ -87,12 +96,16 @@ class BaseConv(nn.Module):
     self.out_proj = dense(cfg.n_embd, use_bias=cfg.conv_mixer.use_bias, dtype=self.dtype,
                           name="out_proj")
 
-  def _mix(self, x, mask, history):
+  def _project(self, x, mask):
     c = self.config.conv_d_inner
     u = self.in_proj(x)  # [B, L, 2C]
     u1, u2 = u[..., :c], u[..., c:]  # [B, L, C] each
     if mask is not None:
       u1 = jnp.where(mask[..., None], u1, 0)
+    return u1, u2
+
+  def _mix(self, x, mask, history):
+    u1, u2 = self._project(x, mask)
     conv = self.conv(u1, history)  # [B, L, C]
     y = self.out_proj(jax.nn.silu(conv) * u2)  # [B, L, d]
     return y, u1
@@ -111,17 +124,31 @@ class BaseConv(nn.Module):
     taps): a prefill of x[:, -K:] gives exactly those of the whole prompt."""
     return self.config.conv_kernel_size
 
-  def prefill(self, x, mask, positions, max_length):
+  def prefill(self, x, mask, positions, max_length, offset: int = 0):
+    """offset: the index of x[:, 0] in the prompt (the model passes the prompt's last
+    `prefill_context` positions only when the output is read at the last position alone)."""
     del positions, max_length
     history = self._empty_history(x)
     y, u1 = self._mix(x, mask, history)
     k = self.config.conv_kernel_size
     ext = jnp.concatenate([history, u1.astype(self.dtype)], axis=1)  # [B, K-1+L, C]
-    return y, ConvCache(history=ext[:, ext.shape[1] - (k - 1):])
+    last = ext[:, ext.shape[1] - (k - 1):]  # [B, K-1, C], positions L-K+1 .. L-1
+    ring = jnp.concatenate([last, jnp.zeros_like(last[:, :1])], axis=1)  # [B, K, C]
+    length = offset + x.shape[1]                  # the prompt's length L: the next token's index
+    return y, ConvCache(history=jnp.roll(ring, (length + 1) % k, axis=1))  # slot p % K
 
   def decode_step(self, x, cache: ConvCache, position, index):
-    """x: [B, 1, d] -> ([B, 1, d], cache with u1 of this token appended)."""
-    del position, index
-    y, u1 = self._mix(x, None, cache.history)
-    ext = jnp.concatenate([cache.history, u1.astype(self.dtype)], axis=1)  # [B, K, C]
-    return y, ConvCache(history=ext[:, 1:])
+    """x: [B, 1, d] -> ([B, 1, d], cache with this token's u1 in the ring)."""
+    del position
+    k = self.config.conv_kernel_size
+    slot = index % k
+    u1, u2 = self._project(x, None)  # [B, 1, C] each
+    ring = jax.lax.dynamic_update_slice_in_dim(cache.history, u1.astype(self.dtype), slot,
+                                               1)  # [B, K, C], in place
+    # XLA would otherwise fuse the update into its readers below, which would then read the old
+    # history while the update overwrites it in place: a copy of the history every step
+    ring = jax.lax.optimization_barrier(ring)
+    window = jnp.roll(ring, -(slot + 1), axis=1)  # [B, K, C], oldest first, this token last
+    conv = self.conv(window[:, -1:].astype(u1.dtype), window[:, :-1])  # [B, 1, C]
+    y = self.out_proj(jax.nn.silu(conv) * u2)  # [B, 1, d]
+    return y, ConvCache(history=ring)

@@ -4,7 +4,10 @@
 # 372 us idle gap before the body's first kernel, while the host reads the loop condition back
 # and launches the body's command buffer (cuGraphLaunch ~490 us under the profiler). Without the
 # profiler the step is 2.16 ms (s9b), so ~0.15 ms of it may be that round trip.
-# generate(decode_unroll=U) (816afc3) runs U steps per iteration. This call, decode at B = 256
+# generate(decode_unroll=U) (816afc3) runs U steps per iteration. BaseConv's decode cache is
+# now a ring updated in place (no copy of the conv histories in the loop on the CPU; s9a's loop
+# had 12 slice + copy kernel pairs a step, ~52 us), so U = 1 here against s9b's 2.16 ms is the
+# ring's effect, and U = 4, 8 against U = 1 the unroll's. This call, decode at B = 256
 # after the 8000-token prompt, 65 steps (64 in the loop, so U = 4 and 8 waste none):
 #   1. U = 1, 4, 8 with the defaults, one after the other on the same GPU;
 #   2. U = 4 with XLA's command buffers off (the host launches each kernel itself, so the GPU

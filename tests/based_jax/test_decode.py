@@ -132,7 +132,9 @@ def test_cache_layout():
   _, cache = prefill({"params": params}, ids)
   assert isinstance(cache, BasedCache)
   conv, la, swa = cache.layers[0], cache.layers[1], cache.layers[2]
-  assert isinstance(conv, ConvCache) and conv.history.shape == (2, 2, cfg.conv_d_inner)
+  assert isinstance(conv, ConvCache) and conv.history.shape == (2, 3, cfg.conv_d_inner)
+  # slot p % 3 holds position p: positions 3, 4 of the 5-token prompt in slots 0, 1, slot 2 empty
+  assert not np.asarray(conv.history[:, 2]).any() and np.asarray(conv.history[:, :2]).any()
   assert isinstance(la, LinearAttentionState) and la.kv.dtype == jnp.float32
   assert la.kv.shape == (2, cfg.la_num_heads, 273, cfg.la_head_dim)
   assert isinstance(swa, KVCache) and swa.k.shape == (2, cfg.window_left + 1, 4, 16)

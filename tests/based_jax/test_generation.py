@@ -6,6 +6,8 @@ Two models: `CumsumLM`, a tiny Flax LM written here with the same prefill / deco
 tested without the Based model), and the real `BasedLM` built from `BasedConfig.tiny`.
 """
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -196,7 +198,8 @@ def test_toy_unrolled_decode_loop_gives_the_same_outputs(toy, unroll):
     ids = ids if eos is not None else rng.integers(0, model.vocab, size=(4, 6))
   cases = [dict(max_new_tokens=n) for n in (1, 2, 5, 11)]
   cases += [dict(max_new_tokens=11, eos_token_id=eos, pad_token_id=model.vocab - 1)]
-  cases += [dict(max_new_tokens=9, sampling=SamplingConfig(temperature=1.3), seed=int(rng.integers(99)))]
+  cases += [dict(max_new_tokens=9, sampling=SamplingConfig(temperature=1.3),
+                 seed=int(rng.integers(99)))]
   for kwargs in cases:
     one = generate(model, params, ids, **kwargs)
     many = generate(model, params, ids, decode_unroll=unroll, **kwargs)
@@ -492,6 +495,28 @@ def test_model_unrolled_decode_loop_gives_the_same_tokens(tiny_lm):
   three = generate(model, params, ids, mask, max_new_tokens=12, decode_unroll=3)
   np.testing.assert_array_equal(three.tokens, one.tokens)
   np.testing.assert_array_equal(three.lengths, one.lengths)
+
+
+def _while_body_text(hlo: str) -> str:
+  """The text of the (only) while loop's body computation in an optimized HLO module."""
+  bodies = re.findall(r"body=%?([\w.\-]+)", hlo)
+  assert len(bodies) == 1, bodies
+  match = re.search(r"\n%?" + re.escape(bodies[0]) + r" [^\n]*\{\n(.*?)\n\}\n", hlo, re.S)
+  assert match, bodies[0]
+  return match.group(1)
+
+
+def test_model_decode_loop_copies_no_cache(tiny_lm):
+  """Every cache is updated in place inside the decode loop: XLA copies no array of rank >= 3
+  in the loop's body (a BaseConv history rebuilt from a shifted copy was copied every step)."""
+  model, params = tiny_lm
+  ids = np.random.default_rng().integers(0, model.config.vocab_size, size=(2, 9))
+  generate(model, params, ids, max_new_tokens=5, prompt_buckets=None)
+  _, decode = generation.last_programs()
+  body = _while_body_text(decode.as_text())
+  copies = re.findall(r"= (\w+\[[\d,]*\])\S* copy\(", body)
+  assert copies, "fixture: the loop copies at least its step counter"
+  assert all(shape.count(",") < 2 for shape in copies), copies
 
 
 @pytest.mark.gpu
