@@ -5,8 +5,8 @@
     y = out_proj(silu(c) * u2)
 
 Decoding keeps u1 in a ring of K slots (ConvCache), u1 of absolute position p in slot p % K: a
-step first writes u1_t into its slot, in place, and then convolves the ring read from the slot
-after it, i.e. the last K inputs oldest first. Writing before reading is what keeps the update
+step first writes u1_t into its slot, in place, and then convolves the ring where it lies, the
+slot after it holding the oldest of the last K inputs. Writing before reading is what keeps the update
 in place inside `generate`'s loop: when the step read the old history and then built the new
 one (a shifted copy), XLA copied the carried history at every step (on the CPU one copy per
 conv layer; s9a's H200 trace of based-360m's loop has 12 slice + copy kernel pairs a step, not
@@ -50,6 +50,24 @@ def causal_depthwise_conv(u: jax.Array, kernel: jax.Array, history: jax.Array,
   return out.astype(u.dtype)
 
 
+def causal_depthwise_conv_ring(ring: jax.Array, kernel: jax.Array, newest_slot: jax.Array,
+                               bias: jax.Array | None = None) -> jax.Array:
+  """The causal depthwise conv at one position, from a ring of its K inputs.
+
+  ring: [B, K, C], the last K inputs: the newest in slot `newest_slot`, the others cyclically
+  after it, oldest first; kernel: [K, 1, C]; newest_slot: [] int -> [B, 1, C] in ring's dtype.
+  Reads each slot where it is (no rolled copy of the ring) and sums the taps in the order of
+  `causal_depthwise_conv`, so both give the same floats.
+  """
+  taps = kernel.shape[0]
+  w = kernel[:, 0, :].astype(jnp.float32)  # [K, C]
+  out = sum(jax.lax.dynamic_slice_in_dim(ring, (newest_slot + 1 + k) % taps, 1, axis=1)
+            .astype(jnp.float32) * w[k] for k in range(taps))  # [B, 1, C]
+  if bias is not None:
+    out = out + bias.astype(jnp.float32)
+  return out.astype(ring.dtype)
+
+
 class CausalDepthwiseConv1d(nn.Module):
   """Params `kernel` [K, 1, C] (and `bias` [C] when present): torch ShortConvolution.conv."""
 
@@ -66,6 +84,9 @@ class CausalDepthwiseConv1d(nn.Module):
   def __call__(self, u: jax.Array, history: jax.Array) -> jax.Array:
     return causal_depthwise_conv(u, self.kernel, history, self.bias)
 
+  def ring_step(self, ring: jax.Array, newest_slot: jax.Array) -> jax.Array:
+    return causal_depthwise_conv_ring(ring, self.kernel, newest_slot, self.bias)
+
 
 class ShortConvolution(nn.Module):
   """Wrapper so that the param path is mixer/conv/conv/kernel, as in torch."""
@@ -79,6 +100,9 @@ class ShortConvolution(nn.Module):
 
   def __call__(self, u: jax.Array, history: jax.Array) -> jax.Array:
     return self.conv(u, history)
+
+  def ring_step(self, ring: jax.Array, newest_slot: jax.Array) -> jax.Array:
+    return self.conv.ring_step(ring, newest_slot)
 
 
 class BaseConv(nn.Module):
@@ -148,7 +172,6 @@ class BaseConv(nn.Module):
     # XLA would otherwise fuse the update into its readers below, which would then read the old
     # history while the update overwrites it in place: a copy of the history every step
     ring = jax.lax.optimization_barrier(ring)
-    window = jnp.roll(ring, -(slot + 1), axis=1)  # [B, K, C], oldest first, this token last
-    conv = self.conv(window[:, -1:].astype(u1.dtype), window[:, :-1])  # [B, 1, C]
+    conv = self.conv.ring_step(ring, slot).astype(u1.dtype)  # [B, 1, C]
     y = self.out_proj(jax.nn.silu(conv) * u2)  # [B, 1, d]
     return y, ConvCache(history=ring)

@@ -11,7 +11,8 @@ import pytest
 from based_jax.config import BasedConfig
 from based_jax.layers import RMSNorm, SwiGLU, apply_rotary, rotary_cos_sin
 from based_jax.mixers import (MHA, BaseConv, LinearAttention, SlidingWindowAttention,
-                              banded_attention, causal_attention, flash_causal_attention,
+                              banded_attention, causal_attention, causal_depthwise_conv,
+                              causal_depthwise_conv_ring, flash_causal_attention,
                               fused_attention, window_attention)
 from tests.float64_reference import linear_attention_f64
 
@@ -151,6 +152,25 @@ def test_base_conv_vs_numpy(length):
   conv += p["conv"]["conv"]["bias"]
   want = (np_silu(conv) * u2) @ p["out_proj"]["kernel"] + p["out_proj"]["bias"]
   np.testing.assert_allclose(np.asarray(japply(mod, params, x)), want, **F32)
+
+
+@pytest.mark.parametrize("taps", [1, 2, 3, 4])
+def test_conv_from_a_ring_equals_the_conv_of_the_ordered_inputs(taps):
+  """causal_depthwise_conv_ring at every rotation of the ring gives the same floats as
+  causal_depthwise_conv of the same K inputs oldest first (and the numpy conv)."""
+  r = np.random.default_rng()
+  ordered = r.standard_normal((2, taps, 5)).astype(np.float32)  # [B, K, C], oldest first
+  kernel = r.standard_normal((taps, 1, 5)).astype(np.float32)
+  bias = r.standard_normal((5,)).astype(np.float32)
+  want = causal_depthwise_conv(jnp.asarray(ordered[:, -1:]), jnp.asarray(kernel),
+                               jnp.asarray(ordered[:, :-1]), jnp.asarray(bias))  # [B, 1, C]
+  np.testing.assert_allclose(
+      np.asarray(want)[:, 0], np.einsum("bkc,kc->bc", ordered, kernel[:, 0]) + bias, **F32)
+  for newest in range(taps):
+    ring = np.roll(ordered, newest + 1, axis=1)  # the newest input in slot `newest`
+    got = causal_depthwise_conv_ring(jnp.asarray(ring), jnp.asarray(kernel),
+                                     jnp.asarray(newest, jnp.int32), jnp.asarray(bias))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=f"slot {newest}")
 
 
 @pytest.mark.parametrize("output_norm", [False, True])
