@@ -1,6 +1,7 @@
 """Where a profiled run leaves the GPU idle: busy time, idle gaps and what the host did meanwhile.
 
   python3 benchmarks/probes/trace_gaps.py TRACE [--top 15] [--after-ms 0] [--until-ms inf]
+      [--iterations loop_compare_fusion]
 
 TRACE: a `jax.profiler` trace (e.g. from `benchmarks/e2e.py --trace DIR`): the directory, a
 `.tar`/`.tar.gz` of it, or one `*.trace.json.gz` / `perfetto_trace.json.gz` file (Chrome trace
