@@ -61,7 +61,8 @@ def _expand(name: str, loops: dict[str, list[str]]) -> set[str]:
   return {name}
 
 
-FILE_LIMIT_PREFIXES = ("session7_", "session8_", "session9_", "session10_")   # written since the 8-file limit was known
+# the scripts written since the 8-file limit was known
+FILE_LIMIT_PREFIXES = ("session7_", "session8_", "session9_", "session10_")
 
 
 @pytest.mark.parametrize("script", [p for p in PENDING if p.name.startswith(FILE_LIMIT_PREFIXES)],
