@@ -8,7 +8,8 @@ For each test config of `tests/based_jax/test_model.py` and length, compiles
 temporaries (`memory_analysis().temp_size_in_bytes`), their growth from one length to the
 next (linear in L is x2 per doubling, an [L, L] buffer x4) and the program's largest array
 (`tests/compiled_memory.py`). With `--dump DIR` (the directory that XLA_FLAGS=--xla_dump_to=DIR
-names) it also prints the head of each prefill program's memory-usage report (`*jit_apply*memory-usage-report.txt`): the largest slices of the buffer
+names) it also prints the head of each prefill program's memory-usage report
+(`*jit_apply*memory-usage-report.txt`): the largest slices of the buffer
 assignment and the shapes of the values sharing each. On the H200 (s9d)
 the fp32 prefill grew 2.28x (based-d64) and 3.29x (attn-d64) from 4096 to 8192 tokens; the
 CPU gives 2.00x. s10 (session10_probe2.sh, session10_probe5.sh) found why: both 8192-token

@@ -1,7 +1,7 @@
 """Where a profiled run leaves the GPU idle: busy time, idle gaps and what the host did meanwhile.
 
   python3 benchmarks/probes/trace_gaps.py TRACE [--top 15] [--after-ms 0] [--until-ms inf]
-      [--iterations loop_compare_fusion]
+      [--iterations loop_compare_fusion [--kernels 20 [--families] [--steps-per-iteration U]]]
 
 TRACE: a `jax.profiler` trace (e.g. from `benchmarks/e2e.py --trace DIR`): the directory, a
 `.tar`/`.tar.gz` of it, or one `*.trace.json.gz` / `perfetto_trace.json.gz` file (Chrome trace
@@ -10,14 +10,20 @@ events). The GPU's timeline is the union of the complete ("X") events of every p
 event, the busy and idle time within it, and the `--top` longest idle gaps, each with the GPU
 events before and after it and the host events that overlap it most, leaving out those that span
 the whole gap (their callers): what the host was doing while the GPU waited. `--after-ms` / `--until-ms` keep a window (ms from the first GPU event), e.g.
-the prefill of a `generate` run. Needs only the Python standard library.
+the prefill of a `generate` run. With `--iterations NAME`, also the medians per loop iteration
+(split at GPU events named NAME*), and with `--kernels N` the N kernels that take the most GPU time
+per iteration (or per step: `--steps-per-iteration U` for `generate(decode_unroll=U)`), over the
+iterations after the first; `--families` merges names that differ only in XLA's numeric suffix
+(`input_reduce_fusion_13`, `_53` -> `input_reduce_fusion`). Needs only the Python standard library.
 """
 
 import argparse
 import gzip
 import io
 import json
+import collections
 import math
+import re
 import statistics
 import sys
 import tarfile
@@ -125,6 +131,32 @@ def iterations(events: list[dict], marker: str) -> list[dict]:
   return rows
 
 
+def kernel_family(name: str) -> str:
+  """`input_reduce_fusion_13` -> `input_reduce_fusion`, `fusion.4` -> `fusion` (no XLA numbers)."""
+  return re.sub(r"(?:[._]\d+)+$", "", name)
+
+
+def kernel_totals(events: list[dict], marker: str, per: int = 1,
+                  families: bool = False) -> tuple[int, list[tuple[str, float, float]]]:
+  """GPU time by kernel name inside the loop iterations that `marker` delimits, the first
+  iteration left out (it may hold warm-up work): (iterations counted, [(name, us, launches)]),
+  largest first, us and launches per iteration divided by `per` (the steps an iteration runs)."""
+  gpu, _ = split_events(events)
+  marks = sorted(e["ts"] for e in gpu if e.get("name", "").startswith(marker))
+  if len(marks) < 3:
+    return 0, []
+  start, end, count = marks[1], marks[-1], len(marks) - 2
+  time, launches = collections.Counter(), collections.Counter()
+  for e in gpu:
+    if start <= e["ts"] < end:
+      name = e.get("name", "?")
+      name = kernel_family(name) if families else name
+      time[name] += e["dur"]
+      launches[name] += 1
+  scale = count * per
+  return count, [(name, us / scale, launches[name] / scale) for name, us in time.most_common()]
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,7 +170,17 @@ def main(argv=None) -> int:
                       help="also summarise the loop iterations delimited by GPU events whose "
                       "name starts with NAME (e.g. loop_compare_fusion): medians of span, busy, "
                       "idle and longest gap")
+  parser.add_argument("--kernels", type=int, default=0, metavar="N",
+                      help="with --iterations: the N kernels with the most GPU time per iteration")
+  parser.add_argument("--steps-per-iteration", type=int, default=1, metavar="U",
+                      help="with --kernels: divide by U, e.g. generate(decode_unroll=U)'s steps")
+  parser.add_argument("--families", action="store_true",
+                      help="with --kernels: merge names that differ only in XLA's numeric suffix")
   args = parser.parse_args(argv)
+  if args.kernels and not args.iterations:
+    parser.error("--kernels needs --iterations NAME (the loop to count over)")
+  if args.steps_per_iteration < 1:
+    parser.error(f"--steps-per-iteration must be >= 1; got {args.steps_per_iteration}")
   events = load_trace(args.trace)
   result = analyse(events, args.top, args.after_ms, args.until_ms)
   out = io.StringIO()
@@ -151,6 +193,15 @@ def main(argv=None) -> int:
             f"longest gap {med['longest_gap_us']:.1f} us, {med['events']:.0f} GPU events", file=out)
     else:
       print(f"fewer than two GPU events named {args.iterations!r}*", file=out)
+    if args.kernels:
+      count, totals = kernel_totals(events, args.iterations, args.steps_per_iteration,
+                                    args.families)
+      unit = "step" if args.steps_per_iteration > 1 else "iteration"
+      total = sum(us for _, us, _ in totals)
+      print(f"GPU time by kernel over {count} iterations after the first: {total:.1f} us and "
+            f"{sum(n for _, _, n in totals):.1f} launches per {unit}", file=out)
+      for name, us, n in totals[:args.kernels]:
+        print(f"  {us:9.1f} us {n:6.1f}x per {unit}  {name[:90]}", file=out)
   print(f"{result['gpu_events']} GPU events; span {result['span_ms']:.3f} ms, busy "
         f"{result['busy_ms']:.3f} ms, idle {result['idle_ms']:.3f} ms in {result['gaps']} gaps "
         f"({result['gaps_over_10us_ms']:.3f} ms in gaps over 10 us)", file=out)

@@ -226,7 +226,7 @@ def test_prefill_memory_grows_linearly(name):
 
 @pytest.mark.parametrize("name", ["based-d64", "attn-d64"])
 def test_prefill_holds_no_square_buffer(name):
-  """With the default options no array of the 16k-token prefill reaches L * L bytes (a bool mask)."""
+  """With the default options no array of the 16k-token prefill reaches L * L bytes (one mask)."""
   length = 16384
   shape, size = largest_array_bytes(_compiled_prefill(name, length).as_text())
   assert 0 < size < length * length, (shape, size)

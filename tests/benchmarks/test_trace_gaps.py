@@ -132,3 +132,53 @@ def test_iterations_split_at_the_marker_and_match_a_brute_force_timeline():
     assert row["span_us"] == end - start and row["events"] == len(window)
     assert row["busy_us"] == timeline.sum() and row["idle_us"] == (~timeline).sum()
     assert row["longest_gap_us"] == max(idle_runs)
+
+
+def test_kernel_family_drops_xla_numbering_only():
+  assert trace_gaps.kernel_family("input_reduce_fusion_13") == "input_reduce_fusion"
+  assert trace_gaps.kernel_family("fusion.4") == "fusion"
+  assert trace_gaps.kernel_family("loop_add_fusion_1.2") == "loop_add_fusion"
+  assert trace_gaps.kernel_family("nvjet_sm90_tst_128x64_64x8_1x2_h_bz_NNT") == \
+      "nvjet_sm90_tst_128x64_64x8_1x2_h_bz_NNT"
+
+
+@pytest.mark.parametrize("families", [False, True])
+def test_kernel_totals_sum_each_name_over_the_iterations_after_the_first(families):
+  rng = np.random.default_rng()
+  events = synthetic_trace(rng, n_kernels=120)
+  kernels = sorted((e for e in events if e.get("pid") == 7 and e["name"].startswith("kernel_")),
+                   key=lambda e: e["ts"])
+  family = {"gemm_1": "gemm", "gemm_2": "gemm", "fusion.7": "fusion", "fusion.9": "fusion",
+            "loop_compare_fusion": "loop_compare_fusion", "MemcpyD2H": "MemcpyD2H"}
+  for e in kernels:
+    e["name"] = str(rng.choice(list(family)[:4]))
+  for e in events:
+    if e.get("name", "").startswith("copy_"):
+      e["name"] = "MemcpyD2H"
+  for e in kernels[::20]:                               # every 20th kernel opens an iteration
+    e["name"] = "loop_compare_fusion"
+  marks = [e["ts"] for e in kernels[::20]]
+  per = int(rng.integers(1, 5))
+  count, totals = trace_gaps.kernel_totals(events, "loop_compare_fusion", per, families)
+  assert count == len(marks) - 2
+  gpu = [e for e in events if e.get("pid") == 7 and e.get("ph") == "X"
+         and marks[1] <= e["ts"] < marks[-1]]
+  expect_us, expect_n = {}, {}
+  for e in gpu:
+    name = family[e["name"]] if families else e["name"]
+    expect_us[name] = expect_us.get(name, 0) + e["dur"]
+    expect_n[name] = expect_n.get(name, 0) + 1
+  scale = count * per
+  assert {n: us for n, us, _ in totals} == pytest.approx(
+      {n: t / scale for n, t in expect_us.items()})
+  assert {n: k for n, _, k in totals} == pytest.approx({n: k / scale for n, k in expect_n.items()})
+  assert [us for _, us, _ in totals] == sorted((us for _, us, _ in totals), reverse=True)
+
+
+def test_cli_kernels_needs_iterations(tmp_path, capsys):
+  events = synthetic_trace(np.random.default_rng())
+  path = tmp_path / "x.trace.json.gz"
+  path.write_bytes(gzip.compress(json.dumps(events).encode()))
+  with pytest.raises(SystemExit):
+    trace_gaps.main([str(path), "--kernels", "3"])
+  assert "--kernels needs --iterations" in capsys.readouterr().err
