@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from based_jax import ops
+from based_jax.ops.hardware import hopper_unavailable_reason
 from based_jax.sampling import SamplingConfig, sample
 
 MIN_BUCKET = 16
@@ -184,6 +185,72 @@ def _check_compiler_options(options) -> dict:
       raise ValueError(f"compiler_options: {key!r}: {value!r} is not an option name (str) with "
                        "a str, bool, int or float value")
   return dict(options)
+
+
+# What decode_unroll="auto" and decode_compiler_options="auto" pick (auto_decode_settings).
+AUTO_DECODE_MIN_BATCH = 256
+AUTO_DECODE_UNROLL = 4
+AUTO_DECODE_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+
+
+def auto_decode_settings(batch: int, on_hopper: bool) -> tuple[int, dict]:
+  """(decode_unroll, XLA options of the decode program) that "auto" picks for a batch.
+
+  From e2e runs on an H200 (based-360m, 65 tokens after an 8000-token prompt;
+  docs/benchmarks.md, "Session 10"). At B = 256, 4 steps per loop iteration with XLA's Triton
+  gemm fusions off (cuBLAS runs the gemms) took 1.85 ms a step, against 2.10 ms with one step
+  and Triton on (s10a). At B = 1 and 64 the plain settings were the fastest measured: 1.20 and
+  1.22 ms (s10b). With U = 4 and Triton off they took 1.22 and 1.31 ms (s10b), and with Triton
+  off alone they were slower too (s8c).
+  So Hopper GPUs get the tuned settings from B = 256 up; B = 65-255 are unmeasured and keep the
+  plain ones, and so do other GPUs and the CPU.
+  """
+  if on_hopper and batch >= AUTO_DECODE_MIN_BATCH:
+    return AUTO_DECODE_UNROLL, dict(AUTO_DECODE_OPTIONS)
+  return 1, {}
+
+
+def resolve_decode_settings(batch: int, decode_unroll="auto", decode_compiler_options="auto",
+                            options: dict | None = None) -> tuple[int, dict]:
+  """(decode_unroll, the decode program's XLA options) that `generate` runs for these arguments.
+
+  "auto" resolves through `auto_decode_settings` on this machine. The decode program gets the
+  caller's `compiler_options` (`options`) merged over the "auto" choice, so an option the caller
+  names wins, or merged under an explicit `decode_compiler_options` mapping.
+  """
+  options = _check_compiler_options(options)
+  if isinstance(decode_unroll, str) and decode_unroll != "auto":
+    raise ValueError(f"decode_unroll must be an int >= 1 or 'auto'; got {decode_unroll!r}")
+  if not isinstance(decode_unroll, str):
+    _check_int("decode_unroll", decode_unroll, minimum=1)
+  if isinstance(decode_compiler_options, str) and decode_compiler_options != "auto":
+    raise ValueError("decode_compiler_options must be a mapping of XLA option names to values, "
+                     f"None or 'auto'; got {decode_compiler_options!r}")
+  auto = "auto" in (decode_unroll, decode_compiler_options)
+  on_hopper = (auto and batch >= AUTO_DECODE_MIN_BATCH
+               and hopper_unavailable_reason("the tuned decode settings") is None)
+  auto_unroll, auto_options = auto_decode_settings(batch, on_hopper)
+  unroll = auto_unroll if decode_unroll == "auto" else int(decode_unroll)
+  if decode_compiler_options == "auto":
+    return unroll, {**auto_options, **options}
+  try:
+    explicit = _check_compiler_options(decode_compiler_options)
+  except ValueError as e:
+    raise ValueError(f"decode_{e}") from None
+  return unroll, {**options, **explicit}
+
+
+def _compile(lowered, options: dict, argument: str):
+  """`lowered.compile` with XLA options (none: the plain call); an option XLA does not know is a
+  ValueError that names `argument`, the generate argument the options came from."""
+  if not options:
+    return lowered.compile()
+  try:
+    return lowered.compile(options)
+  except jax.errors.JaxRuntimeError as e:
+    if "compile option" in str(e):
+      raise ValueError(f"{argument}: {e}") from e
+    raise
 
 
 def _check_int(name: str, value, minimum: int | None = None, allow_none: bool = False):
@@ -381,7 +448,9 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
              vocab_size: int | None = None,
              prompt_buckets: Sequence[int] | str | None = "auto",
              compiler_options: Mapping[str, str | bool | int | float] | None = None,
-             decode_state: str = "symmetric", decode_unroll: int = 1) -> GenerationOutput:
+             decode_state: str = "symmetric", decode_unroll: int | str = "auto",
+             decode_compiler_options: Mapping[str, str | bool | int | float] | str | None = "auto",
+             ) -> GenerationOutput:
   """Generate up to `max_new_tokens` tokens per row after a (left-padded) prompt batch.
 
   model: a `BasedLM` (anything with `prefill` and `decode_step` methods, see docs/design.md).
@@ -405,10 +474,14 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     default: converted after the prefill to the 153-row form of based_jax.ops.symmetric, the
     same attention with each step moving 56% of the state bytes; 2.14 against 2.43 ms a step for
     based-360m at B = 256 on an H200) or "full" (the 273-row state the prefill returns).
-  decode_unroll: decode steps per iteration of the device loop (default 1). On a GPU every
+  decode_unroll: decode steps per iteration of the device loop, or "auto" (the default; see
+    `auto_decode_settings`: 4 on a Hopper GPU from B = 256 up, else 1). On a GPU every
     iteration reads the loop condition back to the host before it launches the next; U > 1 pays
     that once per U steps, at the price of up to U - 1 wasted steps at the end (past
     max_new_tokens, or after every row has finished). The tokens are the same.
+  decode_compiler_options: XLA options of the decode program alone, merged over
+    `compiler_options`; "auto" (the default) takes `auto_decode_settings`' choice (Triton gemm
+    fusions off on a Hopper GPU from B = 256 up, else none), under `compiler_options`.
   """
   if not isinstance(sampling, SamplingConfig):
     raise ValueError(f"sampling must be a SamplingConfig; got {type(sampling).__name__}")
@@ -417,7 +490,6 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   _check_int("pad_token_id", pad_token_id, minimum=0, allow_none=True)
   _check_int("seed", seed)
   _check_int("vocab_size", vocab_size, minimum=1, allow_none=True)
-  _check_int("decode_unroll", decode_unroll, minimum=1)
   if isinstance(stop_strings, str):
     raise ValueError(
         "stop_strings must be a sequence of strings, not one string; wrap it in a list")
@@ -438,6 +510,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     vocab_size = _config_int(model, "vocab_size")
 
   batch, length = ids.shape
+  decode_unroll, decode_options = resolve_decode_settings(batch, decode_unroll,
+                                                          decode_compiler_options, options)
   padded_len = bucket_length(length, prompt_buckets)
   if prompt_buckets is not None:
     extra = padded_len - length
@@ -454,19 +528,16 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   args = (params, jax.device_put(ids), None if mask is None else jax.device_put(mask),
           _prng_key(seed, str(jax.config.jax_default_prng_impl)))
   cache_key = (tuple(sorted(statics.items(), key=lambda kv: kv[0])), _signature(params),
-               ids.shape, mask is None, tuple(sorted(options.items())))
+               ids.shape, mask is None, tuple(sorted(options.items())),
+               tuple(sorted(decode_options.items())))
   with _RUN_LOCK:
     compile_s = 0.0
     programs = _COMPILED.get(cache_key)
     if programs is None:
       t0 = time.perf_counter()
-      try:
-        programs = tuple(lowered.compile(options) if options else lowered.compile()
-                         for lowered in lower_programs(*args, **statics))
-      except jax.errors.JaxRuntimeError as e:
-        if options and "compile option" in str(e):
-          raise ValueError(f"compiler_options: {e}") from e
-        raise
+      prefill_lowered, decode_lowered = lower_programs(*args, **statics)
+      programs = (_compile(prefill_lowered, options, "compiler_options"),
+                  _compile(decode_lowered, decode_options, "decode_compiler_options"))
       compile_s = time.perf_counter() - t0
       _COMPILED[cache_key] = programs
     _LAST["programs"] = programs

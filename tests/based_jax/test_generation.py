@@ -302,6 +302,54 @@ def test_toy_compiler_options_make_their_own_program_with_the_same_tokens(toy):
   assert again.compile_s == 0.0 and len(generation._COMPILED) == 2
 
 
+def test_auto_decode_settings_are_tuned_on_hopper_from_b256_only():
+  tuned = (4, {"xla_gpu_enable_triton_gemm": False})
+  assert generation.auto_decode_settings(256, on_hopper=True) == tuned
+  assert generation.auto_decode_settings(1024, on_hopper=True) == tuned
+  for batch, hopper in ((255, True), (64, True), (1, True), (256, False), (4096, False)):
+    assert generation.auto_decode_settings(batch, on_hopper=hopper) == (1, {}), (batch, hopper)
+
+
+def test_decode_settings_resolve_auto_and_let_named_options_win(monkeypatch):
+  """On a (pretended) Hopper GPU at B = 256: "auto" tunes; the caller's options override it."""
+  monkeypatch.setattr(generation, "hopper_unavailable_reason", lambda kernel: None)
+  settings = generation.resolve_decode_settings
+  off, on = {"xla_gpu_enable_triton_gemm": False}, {"xla_gpu_enable_triton_gemm": True}
+  assert settings(256, "auto", "auto", {}) == (4, off)
+  assert settings(256, "auto", "auto", on) == (4, on)              # compiler_options win
+  assert settings(256, 2, "auto", {}) == (2, off)
+  assert settings(256, "auto", None, {}) == (4, {})
+  assert settings(256, 1, on, off) == (1, on)                      # decode's own options win
+  assert settings(64, "auto", "auto", {}) == (1, {})
+  monkeypatch.setattr(generation, "hopper_unavailable_reason", lambda kernel: "no GPU")
+  assert settings(256, "auto", "auto", {"a": 1}) == (1, {"a": 1})
+
+
+def test_toy_auto_decode_options_reach_the_decode_program_only(toy, monkeypatch):
+  """With "auto" tuned (threshold lowered to B = 2, Hopper pretended), the prefill compiles with
+  the caller's options and the decode program with the tuned ones; the tokens do not change."""
+  model, params = toy
+  generation.clear_cache()
+  ids = np.random.default_rng().integers(0, 41, (2, 7))
+  plain = generate(model, params, ids, max_new_tokens=9, decode_unroll=1,
+                   decode_compiler_options=None)
+  monkeypatch.setattr(generation, "AUTO_DECODE_MIN_BATCH", 2)
+  monkeypatch.setattr(generation, "hopper_unavailable_reason", lambda kernel: None)
+  compiled = []
+  real_compile = generation._compile
+  monkeypatch.setattr(generation, "_compile",
+                      lambda lowered, options, argument: compiled.append(options) or
+                      real_compile(lowered, options, argument))
+  tuned = generate(model, params, ids, max_new_tokens=9)
+  assert compiled == [{}, {"xla_gpu_enable_triton_gemm": False}]
+  np.testing.assert_array_equal(tuned.tokens, plain.tokens)
+  assert (tuned.lengths.tolist(), tuned.steps) == (plain.lengths.tolist(), plain.steps)
+  compiled.clear()
+  fast_math = {"xla_cpu_enable_fast_math": False}
+  generate(model, params, ids, max_new_tokens=9, compiler_options=fast_math)
+  assert compiled == [fast_math, {"xla_gpu_enable_triton_gemm": False, **fast_math}]
+
+
 def test_toy_failed_run_drops_effect_tokens_and_the_next_run_works(toy, monkeypatch):
   """A run that fails on the device (an OOM on the H200) must not fail later runs through the
   ordered-effect token JAX carries between programs: generate() drops the tokens and re-raises."""
@@ -412,6 +460,15 @@ def test_bucket_length():
     (dict(decode_state="half"), "decode_state must be one of"),
     (dict(decode_unroll=0), "decode_unroll must be >= 1"),
     (dict(decode_unroll=2.0), "decode_unroll must be an int"),
+    (dict(decode_unroll="fast"), "decode_unroll must be an int >= 1 or 'auto'"),
+    (dict(decode_compiler_options="fast"), "decode_compiler_options must be a mapping"),
+    (dict(decode_compiler_options={"xla_gpu_enable_triton_gemm": None}),
+     "decode_compiler_options: "),
+    (dict(decode_compiler_options={"xla_no_such_option": True}),
+     "decode_compiler_options: .*no_such"),
+    (dict(compiler_options={"xla_cpu_enable_fast_math": False},
+          decode_compiler_options={"xla_no_such_option": True}),
+     "^decode_compiler_options: .*no_such"),
 ])
 def test_bad_arguments_raise_named_errors(toy, kwargs, match):
   model, params = toy
