@@ -18,10 +18,10 @@ iterations after the first; `--families` merges names that differ only in XLA's 
 """
 
 import argparse
+import collections
 import gzip
 import io
 import json
-import collections
 import math
 import re
 import statistics
