@@ -8,7 +8,9 @@
 # targets' row), and tries U = 2 there (the trace of U = 4 fits XLA deferring every other
 # linear-attention state write: U = 2 may get most of it):
 #   1. B = 1, 64: U = 4 with the default options; U = 1 with Triton gemm fusions off;
-#   2. B = 256: the defaults, then U = 2 with Triton gemm fusions off.
+#   2. B = 256: the defaults, then U = 2 with Triton gemm fusions off;
+#   3. probe_swa_decode.py: the sliding-window ring attention of one decode step at B = 256 by
+#      formulation (the library's, a head-major ring, cuDNN), against its ~16 us byte floor.
 # Move AUTO_DECODE_MIN_BATCH or the settings in based_jax/generation.py to what wins.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 NT="--xla-option xla_gpu_enable_triton_gemm=false"
@@ -18,3 +20,5 @@ E2E="python3 benchmarks/e2e.py --models based-360m --prefill-batch-sizes "" --fa
  timeout 95 $E2E "" --decode-batch-sizes 256 --priority 256 --out $OUT/d256_defaults.json --plot /tmp/c.png
  timeout 95 $E2E "" --decode-batch-sizes 256 --priority 256 --decode-unroll 2 $NT --out $OUT/d256_u2_nt.json --plot /tmp/d.png) > $OUT/gpu0.log 2>&1
 grep -E "B= *[0-9]+ |rror|wrote /root" $OUT/gpu0.log | cut -c1-240
+timeout 120 python3 benchmarks/probes/probe_swa_decode.py > $OUT/swa_decode.log 2>&1
+grep -v "^W0000\|^I0000\|Warning\|warn(" $OUT/swa_decode.log | tail -n 6 | cut -c1-240
