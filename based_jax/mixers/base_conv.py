@@ -9,8 +9,8 @@ step first writes u1_t into its slot, in place, and then convolves the ring wher
 slot after it holding the oldest of the last K inputs. Writing before reading is what keeps the
 update in place inside `generate`'s loop: when the step read the old history and then built the
 new one (a shifted copy), XLA copied the carried history at every step (on the CPU one copy per
-conv layer; s9a's H200 trace of based-360m's loop has 12 slice + copy kernel pairs a step, not
-yet attributed). The slot comes from the model's token index, so the ring carries no counter of
+conv layer; on the H200 the 12 slice + copy kernel pairs a step of s9a's trace of based-360m's
+loop are gone with the ring, s10a). The slot comes from the model's token index, so the ring carries no counter of
 its own (a per-layer counter would cost a copy per layer and step too). Left-pad positions have
 u1 zeroed, so real tokens see exactly what they would see at the start of an unpadded sequence.
 """

@@ -61,8 +61,8 @@ def flash_causal_attention(q, k, v, key_valid, *, scale: float, precision,
     # The block's inputs wait for the previous block's carry. Where XLA unrolls this loop,
     # every block's mask and scores could otherwise be computed ahead and be live at once, an
     # [L, L] footprint: a fully unrolled scan on the CPU had 4x the temporaries at 8k tokens as
-    # at 4k. (On the H200 a 2-layer attention model's fp32 prefill grew 3.3x; whether this is the
-    # cause there is not yet measured, docs/benchmarks.md s9d.)
+    # at 4k. (The H200's 3.3x growth of a 2-layer attention model's fp32 prefill had another
+    # cause, a gemm backend switch between the two lengths: docs/benchmarks.md, s10c.)
     carry, blk = jax.lax.optimization_barrier((carry, blk))
     m, l, acc = carry  # [B, H, L], [B, H, L], [B, H, L, D]
     kblk, vblk, valid, start = blk
