@@ -240,6 +240,36 @@ def resolve_decode_settings(batch: int, decode_unroll="auto", decode_compiler_op
   return unroll, {**options, **explicit}
 
 
+def resolve_decode_check_every(decode_check_every="auto") -> int | None:
+  """Decode steps between two reads of the stop condition by the host, or None: after every
+  iteration of the device loop (the "auto" choice)."""
+  if decode_check_every == "auto" or decode_check_every is None:
+    return None
+  if isinstance(decode_check_every, str):
+    raise ValueError("decode_check_every must be an int >= 1, None or 'auto'; "
+                     f"got {decode_check_every!r}")
+  _check_int("decode_check_every", decode_check_every, minimum=1)
+  return int(decode_check_every)
+
+
+def iterations_per_check(max_new_tokens: int, decode_unroll: int,
+                         decode_check_every: int | None) -> int:
+  """Loop iterations (of `decode_unroll` steps each) that the decode program runs between two
+  reads of its stop condition by the host.
+
+  `decode_check_every` steps, rounded up to whole iterations, then evened out over the
+  max_new_tokens - 1 decode steps so that the last check wastes as few steps as possible
+  (e.g. 99 steps with checks every 64: two checks of 50 steps, not 64 + 35 run as 64 + 64).
+  """
+  steps = max_new_tokens - 1  # the prefill samples the first token
+  iterations = -(-steps // decode_unroll)
+  if decode_check_every is None or iterations <= 1:
+    return 1
+  per_check = min(-(-decode_check_every // decode_unroll), iterations)
+  checks = -(-iterations // per_check)
+  return -(-iterations // checks)
+
+
 def _compile(lowered, options: dict, argument: str):
   """`lowered.compile` with XLA options (none: the plain call); an option XLA does not know is a
   ValueError that names `argument`, the generate argument the options came from."""
@@ -283,7 +313,8 @@ def _prefill_program(params, input_ids, attention_mask, key, *, model, max_new_t
 
 def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
                     sampling: SamplingConfig, eos_token_id: int | None, pad_token_id: int,
-                    vocab_size: int | None, stream: bool, decode_unroll: int = 1):
+                    vocab_size: int | None, stream: bool, decode_unroll: int = 1,
+                    iterations_per_check: int = 1):
   """The decode loop after the first token, on the device; `cache` is donated and updated in place.
 
   first [B] int32. Returns tokens [B, T] int32 (first included), lengths [B] int32,
@@ -294,10 +325,15 @@ def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
   the host (XLA reads the loop condition back, then launches the body). With U > 1 a step past
   max_new_tokens or after every row has finished still runs (up to U - 1 of them, wasted work),
   but emits nothing: its rows count as finished.
+  iterations_per_check: C, iterations run between two evaluations of the stop condition (step
+  limit, every row finished). With C > 1 they run in an inner loop of C iterations, a trip count
+  XLA knows: on a GPU it runs them without reading anything back to the host. Up to C * U - 1
+  steps may be wasted as above.
   """
   batch = first.shape[0]
   total = max_new_tokens
   unroll = decode_unroll
+  per_check = unroll * iterations_per_check  # steps between two evaluations of `cond`
   variables = {"params": params}
 
   def is_eos(tok):
@@ -305,8 +341,8 @@ def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
       return jnp.zeros(tok.shape, bool)
     return tok == eos_token_id
 
-  # U - 1 spare columns: the last iteration may run steps past T, which write pads there
-  tokens = jnp.full((batch, total + unroll - 1), pad_token_id, jnp.int32)  # [B, T + U - 1]
+  # spare columns: the last check's steps may run past T, and write pads there
+  tokens = jnp.full((batch, total + per_check - 1), pad_token_id, jnp.int32)  # [B, T + CU - 1]
   tokens = tokens.at[:, 0].set(first)
   lengths = jnp.ones((batch,), jnp.int32)  # [B]
   done = is_eos(first)  # [B]
@@ -327,20 +363,25 @@ def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
     key, sub = jax.random.split(key)
     nxt = sample(logits, sub, sampling, vocab_size)  # [B]
     active = ~done  # [B]
-    if unroll > 1:   # a step past T (only in the last iteration) emits nothing
+    if per_check > 1:   # a step past T (only after the last check) emits nothing
       active = active & (step < total)
     nxt = jnp.where(active, nxt, pad_token_id)  # [B]
-    tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, step))  # [B, T + U - 1]
+    tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, step))  # [B, T + CU - 1]
     lengths = lengths + active.astype(jnp.int32)
     done = done | (active & is_eos(nxt))
     if stream:
       jax.debug.callback(_stream_hook, step, nxt, active, ordered=True)
     return step + 1, nxt, done, lengths, tokens, cache, key
 
-  def body(carry):
+  def iteration(carry):
     for _ in range(unroll):
       carry = one_step(carry)
     return carry
+
+  def body(carry):
+    if iterations_per_check == 1:
+      return iteration(carry)
+    return jax.lax.fori_loop(0, iterations_per_check, lambda _, c: iteration(c), carry)
 
   carry = (jnp.int32(1), first, done, lengths, tokens, cache, key)
   _, _, done, lengths, tokens, cache, _ = jax.lax.while_loop(cond, body, carry)
@@ -367,7 +408,7 @@ def _forget_failed_effect_tokens() -> None:
 
 _PREFILL_STATIC = ("model", "max_new_tokens", "sampling", "vocab_size", "decode_state")
 _DECODE_STATIC = ("model", "max_new_tokens", "sampling", "eos_token_id", "pad_token_id",
-                  "vocab_size", "stream", "decode_unroll")
+                  "vocab_size", "stream", "decode_unroll", "iterations_per_check")
 DECODE_STATES = ("full", "symmetric")
 _prefill_jit = jax.jit(_prefill_program, static_argnames=_PREFILL_STATIC)
 _decode_jit = jax.jit(_decode_program, static_argnames=_DECODE_STATIC, donate_argnames=("cache",))
@@ -376,7 +417,7 @@ _decode_jit = jax.jit(_decode_program, static_argnames=_DECODE_STATIC, donate_ar
 def lower_programs(params, input_ids, attention_mask, key, *, model, max_new_tokens: int,
                    sampling: SamplingConfig, eos_token_id: int | None, pad_token_id: int,
                    vocab_size: int | None, stream: bool, decode_state: str = "symmetric",
-                   decode_unroll: int = 1):
+                   decode_unroll: int = 1, iterations_per_check: int = 1):
   """(prefill, decode) `jax.stages.Lowered` of one generation, for the arguments `generate` passes.
 
   input_ids and attention_mask may be arrays or `jax.ShapeDtypeStruct`s (compile-only use, e.g.
@@ -389,7 +430,8 @@ def lower_programs(params, input_ids, attention_mask, key, *, model, max_new_tok
   decode = _decode_jit.lower(params, first, cache, key_out, model=model,
                              max_new_tokens=max_new_tokens, sampling=sampling,
                              eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                             vocab_size=vocab_size, stream=stream, decode_unroll=decode_unroll)
+                             vocab_size=vocab_size, stream=stream, decode_unroll=decode_unroll,
+                             iterations_per_check=iterations_per_check)
   return prefill, decode
 
 
@@ -450,7 +492,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
              compiler_options: Mapping[str, str | bool | int | float] | None = None,
              decode_state: str = "symmetric", decode_unroll: int | str = "auto",
              decode_compiler_options: Mapping[str, str | bool | int | float] | str | None = "auto",
-             ) -> GenerationOutput:
+             decode_check_every: int | str | None = "auto") -> GenerationOutput:
   """Generate up to `max_new_tokens` tokens per row after a (left-padded) prompt batch.
 
   model: a `BasedLM` (anything with `prefill` and `decode_step` methods, see docs/design.md).
@@ -482,6 +524,11 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   decode_compiler_options: XLA options of the decode program alone, merged over
     `compiler_options`; "auto" (the default) takes `auto_decode_settings`' choice (Triton gemm
     fusions off on a Hopper GPU from B = 256 up, else none), under `compiler_options`.
+  decode_check_every: decode steps run on the device between two reads of the stop condition
+    (max_new_tokens reached, every row finished) by the host, rounded up to whole iterations of
+    `decode_unroll` steps (`iterations_per_check`); None or "auto" (the default): after every
+    iteration. Larger values spare the GPU the wait for the host between iterations, at the
+    price of up to that many wasted steps after the last row finishes. The tokens are the same.
   """
   if not isinstance(sampling, SamplingConfig):
     raise ValueError(f"sampling must be a SamplingConfig; got {type(sampling).__name__}")
@@ -512,6 +559,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   batch, length = ids.shape
   decode_unroll, decode_options = resolve_decode_settings(batch, decode_unroll,
                                                           decode_compiler_options, options)
+  check_iterations = iterations_per_check(int(max_new_tokens), decode_unroll,
+                                          resolve_decode_check_every(decode_check_every))
   padded_len = bucket_length(length, prompt_buckets)
   if prompt_buckets is not None:
     extra = padded_len - length
@@ -522,7 +571,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   statics = dict(model=model, max_new_tokens=int(max_new_tokens), sampling=sampling,
                  eos_token_id=eos_token_id, pad_token_id=int(pad_token_id),
                  vocab_size=vocab_size, stream=callback is not None, decode_state=decode_state,
-                 decode_unroll=int(decode_unroll))
+                 decode_unroll=int(decode_unroll), iterations_per_check=check_iterations)
   # device_put: a plain host-to-device copy (jnp.asarray ran a small program, 1.4 ms of host
   # time for the prompt on the H200)
   args = (params, jax.device_put(ids), None if mask is None else jax.device_put(mask),

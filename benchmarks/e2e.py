@@ -117,13 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
                       "library default: the same attention, 56%% of the state bytes per step) "
                       "or as the prefill returns them, 273 rows ('full'); the floors count 273 "
                       "rows, as the issue's targets do")
-  parser.add_argument("--decode-unroll", type=unroll_arg, default="auto", metavar="U",
+  parser.add_argument("--decode-unroll", type=auto_or_count, default="auto", metavar="U",
                       help="generate(decode_unroll=U): 'auto' (the library default: 4 on a Hopper "
                       "GPU from B = 256 up, with the decode program's Triton gemm fusions off; "
                       "else 1) or decode steps per iteration of the device loop; on a GPU "
                       "each iteration reads the loop condition back "
                       "to the host before launching the next. Pick U dividing --decode-steps "
                       "minus 1, or up to U - 1 wasted steps are timed too")
+  parser.add_argument("--decode-check-every", type=auto_or_count, default="auto", metavar="N",
+                      help="generate(decode_check_every=N): decode steps the device runs between "
+                      "two reads of the stop condition by the host, in an inner loop whose trip "
+                      "count XLA knows; 'auto' (the library default): after every iteration")
   parser.add_argument("--left-pad", type=int, default=0, metavar="N",
                       help="mask the first N prompt tokens of every odd row as left padding, so "
                       "generate() takes the masked path of prompt-bucketed calls (default 0: no "
@@ -147,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def unroll_arg(text: str) -> int | str:
-  """--decode-unroll: 'auto' or an int >= 1."""
+def auto_or_count(text: str) -> int | str:
+  """--decode-unroll, --decode-check-every: 'auto' or an int >= 1."""
   if text == "auto":
     return text
   try:
@@ -347,7 +351,8 @@ def left_pad_mask(batch: int, length: int, left_pad: int) -> np.ndarray | None:
 def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
                repeats: int, trace_dir: str | None = None, left_pad: int = 0,
                compiler_options: dict | None = None, decode_state: str = "symmetric",
-               decode_unroll: int | str = "auto") -> dict:
+               decode_unroll: int | str = "auto", decode_check_every: int | str = "auto") -> dict:
+  from based_jax import generation
   from based_jax.generation import generate, resolve_decode_settings
 
   ids = np.random.default_rng(batch).integers(1, vocab, size=(batch, length)).astype(np.int32)
@@ -356,7 +361,7 @@ def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
   def once():
     return generate(model, params, ids, mask, max_new_tokens=steps, prompt_buckets=None,
                     compiler_options=compiler_options, decode_state=decode_state,
-                    decode_unroll=decode_unroll)
+                    decode_unroll=decode_unroll, decode_check_every=decode_check_every)
 
   first = once()
   assert first.steps == steps and (first.lengths == steps).all()
@@ -376,8 +381,11 @@ def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
   step = decode / (steps - 1) if steps > 1 else float("nan")
   unroll, decode_options = resolve_decode_settings(batch, decode_unroll, "auto",
                                                    compiler_options)
+  per_check = generation.iterations_per_check(
+      steps, unroll, generation.resolve_decode_check_every(decode_check_every))
   return {
       "decode_unroll_resolved": unroll, "decode_xla_options_resolved": decode_options,
+      "decode_iterations_per_check": per_check,
       "compile_s": first.compile_s, "prefill_s": prefill,
       "total_s": float(np.median([r[1] for r in runs])),
       "decode_step_s": step, "decode_tokens_per_s": batch / step if steps > 1 else None,
@@ -584,6 +592,7 @@ def main(argv=None) -> int:
              "jax": jax.__version__, "python": platform.python_version(), "impl": args.impl,
              "attn_impl": args.attn_impl, "mlp_impl": args.mlp_impl, "left_pad": args.left_pad,
              "decode_state": args.decode_state, "decode_unroll": args.decode_unroll,
+             "decode_check_every": args.decode_check_every,
              "xla_options": xla_options(args.xla_option),
              "prompt_len": length, "decode_steps": args.decode_steps, "repeats": args.repeats,
              "peak_flops": PEAK_FLOPS, "peak_bytes_per_s": PEAK_BYTES, "smoke": args.smoke,
@@ -628,7 +637,8 @@ def main(argv=None) -> int:
                               args.repeats, trace_dir=None if results["configs"] else args.trace,
                               left_pad=args.left_pad, compiler_options=results["xla_options"],
                               decode_state=args.decode_state,
-                              decode_unroll=args.decode_unroll))
+                              decode_unroll=args.decode_unroll,
+                              decode_check_every=args.decode_check_every))
         last_compile = row["compile_s"]
       except Exception as e:  # pylint: disable=broad-except  # OOM is a result, not a crash
         message = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
@@ -645,14 +655,16 @@ def main(argv=None) -> int:
                                 args.decode_steps, args.repeats, left_pad=args.left_pad,
                                 compiler_options=results["xla_options"],
                                 decode_state=args.decode_state,
-                                decode_unroll=args.decode_unroll))
+                                decode_unroll=args.decode_unroll,
+                                decode_check_every=args.decode_check_every))
           last_compile = row["compile_s"]
         else:
           raise
       for kind, key in (("prefill", "prefill_s"), ("decode_step", "decode_step_s")):
         target = TARGETS.get((name, kind, batch))
         if (args.left_pad or args.xla_option or args.mlp_impl != "xla"
-            or args.decode_state != "symmetric" or args.decode_unroll != "auto"):
+            or args.decode_state != "symmetric" or args.decode_unroll != "auto"
+            or args.decode_check_every != "auto"):
           target = None  # the targets are judged on the library's defaults
         if target is not None and key in row:
           row[f"{kind}_target_s"] = target

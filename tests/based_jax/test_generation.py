@@ -185,10 +185,14 @@ def _eos_row_finishing_mid_loop(model, params, ids, steps):
   return None
 
 
-@pytest.mark.parametrize("unroll", [2, 3, 4])
-def test_toy_unrolled_decode_loop_gives_the_same_outputs(toy, unroll):
-  """U steps per loop iteration: the same tokens, lengths, reasons and steps as one per iteration,
-  for lengths that U does not divide, with rows stopping at EOS, sampling, and streaming."""
+@pytest.mark.parametrize("loop", [dict(decode_unroll=2), dict(decode_unroll=3),
+                                  dict(decode_unroll=4), dict(decode_check_every=4),
+                                  dict(decode_unroll=2, decode_check_every=5),
+                                  dict(decode_check_every=64)])
+def test_toy_unrolled_or_rarely_checked_decode_loop_gives_the_same_outputs(toy, loop):
+  """U steps per loop iteration, or the stop condition read every few steps only: the same
+  tokens, lengths, reasons and steps as one step per check, for lengths that the steps per check
+  do not divide, with rows stopping at EOS, sampling, and streaming."""
   model, params = toy
   rng = np.random.default_rng()
   for _ in range(20):  # a prompt with an EOS at which some rows stop and others run on
@@ -203,17 +207,52 @@ def test_toy_unrolled_decode_loop_gives_the_same_outputs(toy, unroll):
                  seed=int(rng.integers(99)))]
   for kwargs in cases:
     one = generate(model, params, ids, **kwargs)
-    many = generate(model, params, ids, decode_unroll=unroll, **kwargs)
+    many = generate(model, params, ids, **loop, **kwargs)
     np.testing.assert_array_equal(many.tokens, one.tokens, err_msg=str(kwargs))
     np.testing.assert_array_equal(many.lengths, one.lengths, err_msg=str(kwargs))
     assert (many.finish_reasons, many.steps) == (one.finish_reasons, one.steps), kwargs
   streams = []
-  for u in (1, unroll):
+  for settings in ({}, loop):
     seen = []
-    generate(model, params, ids, max_new_tokens=10, eos_token_id=eos, decode_unroll=u,
+    generate(model, params, ids, max_new_tokens=10, eos_token_id=eos, **settings,
              callback=lambda step, tok, active: seen.append((step, tok.tolist(), active.tolist())))
     streams.append(seen)
   assert streams[1] == streams[0]
+
+
+def test_iterations_per_check_round_up_to_iterations_and_even_out_the_checks():
+  per = generation.iterations_per_check
+  assert per(65, 1, None) == 1            # "auto": read the condition after every iteration
+  assert per(65, 1, 64) == 64             # 64 decode steps after the prefill's token: one check
+  assert per(65, 4, 64) == 16             # 16 iterations of 4 steps
+  assert per(65, 4, 6) == 2               # 6 steps round up to 2 iterations of 4
+  assert per(100, 1, 64) == 50            # 99 steps: two checks of 50, not 64 + 64
+  assert per(10, 1, 64) == 9              # never more than the steps there are
+  assert per(1, 1, 64) == per(2, 4, 64) == 1
+
+
+def test_toy_rarely_checked_loop_runs_an_inner_loop_of_known_trip_count(toy):
+  """decode_check_every puts the iterations between two checks in a loop of its own, with a
+  constant trip count: the form whose count XLA knows (a GPU then runs it without reading the
+  condition back to the host)."""
+  model, params = toy
+  ids = np.random.default_rng().integers(0, model.vocab, size=(2, 4))
+  generate(model, params, ids, max_new_tokens=33, decode_check_every=8)
+  _, decode = generation.last_programs()
+  loops = _decode_loops(decode.as_text())
+  assert sorted(loops) == ["while", "while/body/while"], loops
+  assert '"known_trip_count":{"n":"8"}' in loops["while/body/while"], "the inner loop's count"
+  generate(model, params, ids, max_new_tokens=33)
+  _, decode = generation.last_programs()
+  assert list(_decode_loops(decode.as_text())) == ["while"]
+
+
+def _decode_loops(hlo: str) -> dict[str, str]:
+  """{op name under jit(_decode_program): HLO line} of the decode loops (the sampler's own small
+  loops are named after other functions)."""
+  return {m.group(1): m.group(0)
+          for m in re.finditer(r'[^\n]* while\([^\n]*op_name="jit\(_decode_program\)/([\w/]+)"[^\n]*',
+                               hlo)}
 
 
 def test_toy_no_recompilation_across_calls_and_tokens(toy):
@@ -462,6 +501,8 @@ def test_bucket_length():
     (dict(decode_unroll=2.0), "decode_unroll must be an int"),
     (dict(decode_unroll="fast"), "decode_unroll must be an int >= 1 or 'auto'"),
     (dict(decode_compiler_options="fast"), "decode_compiler_options must be a mapping"),
+    (dict(decode_check_every=0), "decode_check_every must be >= 1"),
+    (dict(decode_check_every="rarely"), "decode_check_every must be an int >= 1, None or 'auto'"),
     (dict(decode_compiler_options={"xla_gpu_enable_triton_gemm": None}),
      "decode_compiler_options: "),
     (dict(decode_compiler_options={"xla_no_such_option": True}),
@@ -555,9 +596,10 @@ def test_model_unrolled_decode_loop_gives_the_same_tokens(tiny_lm):
   np.testing.assert_array_equal(three.lengths, one.lengths)
 
 
-def _while_body_text(hlo: str) -> str:
-  """The text of the (only) while loop's body computation in an optimized HLO module."""
-  bodies = re.findall(r"body=%?([\w.\-]+)", hlo)
+def _while_body_text(hlo: str, loop_line: str | None = None) -> str:
+  """The text of a while loop's body computation in an optimized HLO module: of the loop in
+  `loop_line` (its HLO line), or of the module's only loop."""
+  bodies = re.findall(r"body=%?([\w.\-]+)", hlo if loop_line is None else loop_line)
   assert len(bodies) == 1, bodies
   match = re.search(r"\n%?" + re.escape(bodies[0]) + r" [^\n]*\{\n(.*?)\n\}\n", hlo, re.S)
   assert match, bodies[0]
@@ -575,6 +617,24 @@ def test_model_decode_loop_copies_no_cache(tiny_lm):
   copies = re.findall(r"= (\w+\[[\d,]*\])\S* copy\(", body)
   assert copies, "fixture: the loop copies at least its step counter"
   assert all(shape.count(",") < 2 for shape in copies), copies
+
+
+def test_model_rarely_checked_decode_loop_copies_no_cache(tiny_lm):
+  """As above for the inner loop that decode_check_every adds: its body updates every cache in
+  place. The tokens are those of the plain loop."""
+  model, params = tiny_lm
+  ids = np.random.default_rng().integers(0, model.config.vocab_size, size=(2, 9))
+  plain = generate(model, params, ids, max_new_tokens=9, prompt_buckets=None)
+  checked = generate(model, params, ids, max_new_tokens=9, prompt_buckets=None,
+                     decode_check_every=4)
+  np.testing.assert_array_equal(checked.tokens, plain.tokens)
+  _, decode = generation.last_programs()
+  hlo = decode.as_text()
+  body = _while_body_text(hlo, _decode_loops(hlo)["while/body/while"])
+  copies = re.findall(r"= (\w+\[[\d,]*\])\S* copy\(", body)
+  assert all(shape.count(",") < 2 for shape in copies), copies
+  assert re.search(r"dynamic-update-slice\(", body) or "dynamic_update_slice" in body, (
+      "fixture: the inner body holds the decode step")
 
 
 @pytest.mark.gpu
