@@ -1,7 +1,7 @@
 """Where a profiled run leaves the GPU idle: busy time, idle gaps and what the host did meanwhile.
 
   python3 benchmarks/probes/trace_gaps.py TRACE [--top 15] [--after-ms 0] [--until-ms inf]
-      [--iterations loop_compare_fusion [--kernels 20 [--families] [--steps-per-iteration U]]]
+      [--iterations loop_compare_fusion [--steps-per-iteration U]] [--kernels 20 [--families]]
 
 TRACE: a `jax.profiler` trace (e.g. from `benchmarks/e2e.py --trace DIR`): the directory, a
 `.tar`/`.tar.gz` of it, or one `*.trace.json.gz` / `perfetto_trace.json.gz` file (Chrome trace
@@ -13,7 +13,8 @@ the whole gap (their callers): what the host was doing while the GPU waited. `--
 the prefill of a `generate` run. With `--iterations NAME`, also the medians per loop iteration
 (split at GPU events named NAME*), and with `--kernels N` the N kernels that take the most GPU time
 per iteration (or per step: `--steps-per-iteration U` for `generate(decode_unroll=U)`), over the
-iterations after the first; `--families` merges names that differ only in XLA's numeric suffix
+iterations after the first; without `--iterations`, `--kernels N` lists them over the whole window
+(a program without a loop, e.g. a prefill). `--families` merges names that differ only in XLA's numeric suffix
 (`input_reduce_fusion_13`, `_53` -> `input_reduce_fusion`). Needs only the Python standard library.
 """
 
@@ -146,6 +147,23 @@ def kernel_totals(events: list[dict], marker: str, per: int = 1,
   if len(marks) < 3:
     return 0, []
   start, end, count = marks[1], marks[-1], len(marks) - 2
+  return count, _totals(gpu, start, end, count * per, families)
+
+
+def window_kernel_totals(events: list[dict], after_ms: float = 0.0, until_ms: float = math.inf,
+                         families: bool = False) -> list[tuple[str, float, float]]:
+  """GPU time by kernel name over the whole trace, or the window of GPU events starting at or
+  after `after_ms` and before `until_ms` (ms from the first GPU event): [(name, us, launches)],
+  largest first. For programs without a loop, e.g. a prefill."""
+  gpu, _ = split_events(events)
+  if not gpu:
+    return []
+  first = min(e["ts"] for e in gpu)
+  return _totals(gpu, first + after_ms * 1e3, first + until_ms * 1e3, 1, families)
+
+
+def _totals(gpu: list[dict], start: float, end: float, scale: float,
+            families: bool) -> list[tuple[str, float, float]]:
   time, launches = collections.Counter(), collections.Counter()
   for e in gpu:
     if start <= e["ts"] < end:
@@ -153,8 +171,7 @@ def kernel_totals(events: list[dict], marker: str, per: int = 1,
       name = kernel_family(name) if families else name
       time[name] += e["dur"]
       launches[name] += 1
-  scale = count * per
-  return count, [(name, us / scale, launches[name] / scale) for name, us in time.most_common()]
+  return [(name, us / scale, launches[name] / scale) for name, us in time.most_common()]
 
 
 def main(argv=None) -> int:
@@ -171,14 +188,13 @@ def main(argv=None) -> int:
                       "name starts with NAME (e.g. loop_compare_fusion): medians of span, busy, "
                       "idle and longest gap")
   parser.add_argument("--kernels", type=int, default=0, metavar="N",
-                      help="with --iterations: the N kernels with the most GPU time per iteration")
+                      help="the N kernels with the most GPU time per iteration (with "
+                      "--iterations) or in the --after-ms/--until-ms window (without)")
   parser.add_argument("--steps-per-iteration", type=int, default=1, metavar="U",
                       help="with --kernels: divide by U, e.g. generate(decode_unroll=U)'s steps")
   parser.add_argument("--families", action="store_true",
                       help="with --kernels: merge names that differ only in XLA's numeric suffix")
   args = parser.parse_args(argv)
-  if args.kernels and not args.iterations:
-    parser.error("--kernels needs --iterations NAME (the loop to count over)")
   if args.steps_per_iteration < 1:
     parser.error(f"--steps-per-iteration must be >= 1; got {args.steps_per_iteration}")
   events = load_trace(args.trace)
@@ -202,6 +218,12 @@ def main(argv=None) -> int:
             f"{sum(n for _, _, n in totals):.1f} launches per {unit}", file=out)
       for name, us, n in totals[:args.kernels]:
         print(f"  {us:9.1f} us {n:6.1f}x per {unit}  {name[:90]}", file=out)
+  if args.kernels and not args.iterations:
+    totals = window_kernel_totals(events, args.after_ms, args.until_ms, args.families)
+    print(f"GPU time by kernel in the window: {sum(us for _, us, _ in totals) / 1e3:.3f} ms in "
+          f"{sum(n for _, _, n in totals):.0f} launches", file=out)
+    for name, us, n in totals[:args.kernels]:
+      print(f"  {us / 1e3:9.3f} ms {n:6.0f}x  {name[:90]}", file=out)
   print(f"{result['gpu_events']} GPU events; span {result['span_ms']:.3f} ms, busy "
         f"{result['busy_ms']:.3f} ms, idle {result['idle_ms']:.3f} ms in {result['gaps']} gaps "
         f"({result['gaps_over_10us_ms']:.3f} ms in gaps over 10 us)", file=out)

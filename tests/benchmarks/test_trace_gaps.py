@@ -175,10 +175,38 @@ def test_kernel_totals_sum_each_name_over_the_iterations_after_the_first(familie
   assert [us for _, us, _ in totals] == sorted((us for _, us, _ in totals), reverse=True)
 
 
-def test_cli_kernels_needs_iterations(tmp_path, capsys):
+@pytest.mark.parametrize("families", [False, True])
+def test_window_kernel_totals_sum_each_name_in_the_window(families):
+  """Without loop markers (a prefill): every GPU event starting inside the window, by name."""
+  rng = np.random.default_rng()
+  events = synthetic_trace(rng, n_kernels=100)
+  names = ["gemm_1", "gemm_2", "fusion.7"]
+  family = {"gemm_1": "gemm", "gemm_2": "gemm", "fusion.7": "fusion"}
+  gpu = [e for e in events if e.get("pid") == 7 and e.get("ph") == "X"]
+  for e in gpu:
+    e["name"] = str(rng.choice(names))
+  origin = min(e["ts"] for e in gpu)
+  after_ms, until_ms = float(rng.uniform(0.1, 0.6)), float(rng.uniform(1.0, 1.8))
+  expect_us, expect_n = {}, {}
+  for e in gpu:
+    if origin + after_ms * 1e3 <= e["ts"] < origin + until_ms * 1e3:
+      name = family[e["name"]] if families else e["name"]
+      expect_us[name] = expect_us.get(name, 0) + e["dur"]
+      expect_n[name] = expect_n.get(name, 0) + 1
+  totals = trace_gaps.window_kernel_totals(events, after_ms, until_ms, families)
+  assert {n: us for n, us, _ in totals} == pytest.approx(expect_us)
+  assert {n: k for n, _, k in totals} == expect_n
+  assert [us for _, us, _ in totals] == sorted((us for _, us, _ in totals), reverse=True)
+  whole = trace_gaps.window_kernel_totals(events)
+  assert sum(us for _, us, _ in whole) == pytest.approx(sum(e["dur"] for e in gpu))
+
+
+def test_cli_kernels_without_iterations_lists_the_window(tmp_path, capsys):
   events = synthetic_trace(np.random.default_rng())
   path = tmp_path / "x.trace.json.gz"
   path.write_bytes(gzip.compress(json.dumps(events).encode()))
-  with pytest.raises(SystemExit):
-    trace_gaps.main([str(path), "--kernels", "3"])
-  assert "--kernels needs --iterations" in capsys.readouterr().err
+  assert trace_gaps.main([str(path), "--kernels", "3", "--top", "0"]) == 0
+  out = capsys.readouterr().out
+  total_ms = sum(e["dur"] for e in events if e.get("pid") == 7 and e.get("ph") == "X") / 1e3
+  assert f"GPU time by kernel in the window: {total_ms:.3f} ms" in out
+  assert len([line for line in out.splitlines() if line.startswith("  ") and "x  " in line]) == 3
