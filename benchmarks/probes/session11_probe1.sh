@@ -20,5 +20,6 @@ E2E="python3 benchmarks/e2e.py --models based-360m"  # the empty-list flags are 
  timeout 95 $E2E --prefill-batch-sizes "" --fallback-impl "" --decode-batch-sizes 256 --priority 256 --out $OUT/d256_defaults.json --plot /tmp/c.png
  timeout 95 $E2E --prefill-batch-sizes "" --fallback-impl "" --decode-batch-sizes 256 --priority 256 --decode-unroll 2 $NT --out $OUT/d256_u2_nt.json --plot /tmp/d.png) > $OUT/gpu0.log 2>&1
 grep -E "B= *[0-9]+ |rror|wrote /root" $OUT/gpu0.log | cut -c1-240
+# the first call (whose e2e lines failed to parse) ran this part; the rerun skips it
 true || timeout 120 python3 benchmarks/probes/probe_swa_decode.py > $OUT/swa_decode.log 2>&1
 grep -v "^W0000\|^I0000\|Warning\|warn(" $OUT/swa_decode.log | tail -n 6 | cut -c1-240
