@@ -108,8 +108,16 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   if half == 0:
     return x
   rot = 2 * half
-  x32 = x[..., :rot].astype(jnp.float32)  # [B, L, H, R]
-  x1, x2 = x32[..., :half], x32[..., half:]  # [B, L, H, R/2] each
-  c, s = cos[:, :, None, :], sin[:, :, None, :]  # [B, L, 1, R/2]
-  out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(x.dtype)
+  x32 = x[..., :rot].astype(jnp.float32)  # [B, L, H, R] = [x1 | x2]
+  # [x2 | x1] as a reversal of the two halves, and the tables widened to R, so that the rotation
+  # is one elementwise expression: x * [c | c] + [x2 | x1] * [-s | s] = [x1 c - x2 s | x2 c + x1 s],
+  # the same floats as the two halves computed apart, with no concatenation of halves for XLA to
+  # run as a kernel of its own (one for q and one for k in every sliding-window layer of a
+  # decode step, s10d).
+  swapped = jnp.flip(x32.reshape(x32.shape[:-1] + (2, half)), axis=-2).reshape(x32.shape)
+  c = jnp.concatenate([cos, cos], axis=-1)[:, :, None, :]  # [B, L, 1, R]
+  s = jnp.concatenate([-sin, sin], axis=-1)[:, :, None, :]  # [B, L, 1, R]
+  out = (x32 * c + swapped * s).astype(x.dtype)  # [B, L, H, R]
+  if rot == x.shape[-1]:
+    return out
   return jnp.concatenate([out, x[..., rot:]], axis=-1)  # [B, L, H, D]

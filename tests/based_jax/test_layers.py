@@ -128,6 +128,11 @@ def test_rotary_vs_numpy(rotary_dim, head_dim):
   # fp32 angles of positions up to 5000: ~5000 * 2^-24 rad absolute error.
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-3)
   np.testing.assert_array_equal(np.asarray(got)[..., rotary_dim:], x[..., rotary_dim:])
+  # the halves' formulas in float32, computed apart: the same floats
+  c, s = np.asarray(cos)[:, :, None, :], np.asarray(sin)[:, :, None, :]
+  x1, x2 = x[..., :rotary_dim // 2], x[..., rotary_dim // 2:rotary_dim]
+  halves = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+  np.testing.assert_array_equal(np.asarray(got)[..., :rotary_dim], halves)
 
 
 @pytest.mark.parametrize("length", [1, 2, 13])
