@@ -1,6 +1,7 @@
-"""Time the CUDA kernel on a Hopper GPU and write the results as JSON.
+"""Time the CUDA kernels on a Hopper GPU and write the results as JSON.
 
     python -m ffi.bench [--out benchmarks/results/ffi.json] [--iterations 30]
+                        [--kernel mma_sync|wgmma|both] [--batches 1,16,256]
 
 Shapes: H=16, Dv=64, L=8192 with B in {1, 4, 16, 64, 128, 256}, and B=16 with L from 1k to 64k,
 normalize=True (--both adds the batch sweep with normalize=False). Each time is the median over
@@ -37,17 +38,18 @@ def _inputs(batch: int, length: int, seed: int = 0):
   return q, k, v
 
 
-def time_case(batch: int, length: int, normalize: bool, iterations: int) -> dict:
+def time_case(batch: int, length: int, normalize: bool, iterations: int, kernel: str = "mma_sync") -> dict:
   from jax.experimental.mosaic.gpu import profiler
 
   q, k, v = _inputs(batch, length)
-  fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-12, initial_state=None))
+  fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-12, initial_state=None,
+                                                    kernel=kernel))
   jax.block_until_ready(fn(q, k, v))  # compile + warm-up
   _, times = profiler.measure(fn, iterations=iterations)(q, k, v)
   median_ms = statistics.median(times)
   flops = FLOP_PER_TOKEN_HEAD * batch * length * HEADS
   return {
-      "B": batch, "L": length, "H": HEADS, "Dv": VALUE_DIM, "normalize": normalize,
+      "kernel": kernel, "B": batch, "L": length, "H": HEADS, "Dv": VALUE_DIM, "normalize": normalize,
       "median_ms": median_ms, "min_ms": min(times), "max_ms": max(times), "runs": len(times),
       "tflops": flops / (median_ms * 1e-3) / 1e12,
   }
@@ -59,25 +61,41 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--iterations", type=int, default=30)
   parser.add_argument("--quick", action="store_true", help="L=8192 batch sweep only, normalize=True")
   parser.add_argument("--both", action="store_true", help="also the batch sweep with normalize=False")
+  parser.add_argument("--kernel", default="mma_sync", choices=("mma_sync", "wgmma", "both"),
+                      help="which kernel to time (both: each case for each kernel)")
+  parser.add_argument("--batches", help="comma-separated batch sizes for the L=8192 sweep (default: "
+                      + ",".join(map(str, BATCH_SWEEP)) + ")")
   args = parser.parse_args(argv)
+  batches = tuple(int(x) for x in args.batches.split(",")) if args.batches else BATCH_SWEEP
+  kernels = ("mma_sync", "wgmma") if args.kernel == "both" else (args.kernel,)
   reason = ffi.unavailable_reason(*_inputs(1, 64))
   if reason is not None:
     print(f"ffi.bench: cannot run: {reason}", file=sys.stderr)
     return 1
-  cases = [(b, 8192, True) for b in BATCH_SWEEP]
+  cases = [(b, 8192, True) for b in batches]
   if args.both:
-    cases += [(b, 8192, False) for b in BATCH_SWEEP]
+    cases += [(b, 8192, False) for b in batches]
   if not args.quick:
     cases += [(16, length, True) for length in LENGTH_SWEEP if length != 8192]
   results = []
   for batch, length, normalize in cases:
-    row = time_case(batch, length, normalize, args.iterations)
-    results.append(row)
-    print(f"B={batch:4d} L={length:6d} normalize={normalize!s:5}  median {row['median_ms']:.4f} ms  "
-          f"({row['tflops']:.0f} TFLOP/s at {FLOP_PER_TOKEN_HEAD} FLOP/token-head)", flush=True)
+    for kernel in kernels:
+      try:
+        row = time_case(batch, length, normalize, args.iterations, kernel)
+      except Exception as e:  # one failing kernel must not hide the other's numbers
+        print(f"{kernel:8s} B={batch:4d} L={length:6d}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+        results.append({"kernel": kernel, "B": batch, "L": length, "normalize": normalize,
+                        "error": f"{type(e).__name__}: {str(e)[:1000]}"})
+        continue
+      results.append(row)
+      print(f"{kernel:8s} B={batch:4d} L={length:6d} normalize={normalize!s:5}  median {row['median_ms']:.4f} ms  "
+            f"({row['tflops']:.0f} TFLOP/s at {FLOP_PER_TOKEN_HEAD} FLOP/token-head)", flush=True)
+      with open(args.out, "w") as f:  # after every case, so a timeout keeps what was measured
+        json.dump({"partial": True, "results": results}, f, indent=1)
   device = jax.devices()[0]
   report = {
-      "what": "ffi CUDA kernel (mma.sync), forward, bf16 in/out, fp32 state; median GPU kernel time per call",
+      "what": "ffi CUDA kernels (" + ", ".join(kernels) + "), forward, bf16 in/out, fp32 state; median GPU "
+              "kernel time per call (all kernels of the jitted call, layout gathers included)",
       "timer": f"jax.experimental.mosaic.gpu.profiler.measure (CUPTI), {args.iterations} runs after warm-up",
       "device": device.device_kind, "jax": jax.__version__, "python": platform.python_version(),
       "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,0 +1,26 @@
+# Prepared in session 11 for one H200: the first GPU run of the second FFI kernel, kernel="wgmma"
+# (ffi/based_attention_wgmma.cu: one warpgroup per (batch, head, 64-column group, segment), the
+# state in wgmma accumulators, psi features built once per chunk on the tensor cores into swizzled
+# shared memory; written without a GPU, never run before this call). The mma.sync kernel it is
+# timed against measured 0.147 / 1.216 / 19.04 ms at B = 1 / 16 / 256 (L 8192, H 16, Dv 64,
+# normalize=True); the targets are 0.08 / 0.45 / 6.8 ms. This call:
+#   1. builds the library (both kernels, one .so) with `python3 -m ffi.build`;
+#   2. ffi.diagnose: the wgmma kernel's error path by path (one chunk, two chunks, initial state,
+#      tail, segment split, Dv 112 / 128) against the float64 oracle: if something is wrong, which
+#      part (intra-chunk P V, state update, state readout, start state, split) is;
+#   3. times both kernels at L 8192, H 16, Dv 64, normalize=True, B = 1, 16, 256, then 4, 64
+#      (ffi.bench: CUPTI median of 20 calls after warm-up; JSON rewritten after every case);
+#   4. the gpu-marked tests of tests/ffi (both kernels, -x) into ffi_pytest.log.
+# Each stage has its own timeout (sum 400 s), so a hang in one leaves time for the others.
+# Files back: ffi_build.log, ffi_diag.log, ffi_diag.json, ffi_bench.log, ffi_bench.json,
+# ffi_pytest.log.
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+timeout 120 python3 -m ffi.build -v > $OUT/ffi_build.log 2>&1
+echo "build rc=$? $(tail -n 1 $OUT/ffi_build.log | cut -c1-200)"
+timeout 45 python3 -m ffi.diagnose --kernel wgmma --out $OUT/ffi_diag.json > $OUT/ffi_diag.log 2>&1
+echo "diagnose rc=$?"; grep -E "^wgmma|rror" $OUT/ffi_diag.log | cut -c1-220
+timeout 95 python3 -m ffi.bench --quick --kernel both --batches 1,16,256,4,64 --iterations 20 \
+  --out $OUT/ffi_bench.json > $OUT/ffi_bench.log 2>&1
+echo "bench rc=$?"; grep -E "median|FAILED|rror" $OUT/ffi_bench.log | cut -c1-200
+timeout 140 python3 -m pytest -q -x -m gpu tests/ffi > $OUT/ffi_pytest.log 2>&1
+echo "pytest rc=$?"; tail -n 4 $OUT/ffi_pytest.log | cut -c1-240
