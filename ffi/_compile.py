@@ -16,6 +16,7 @@ LIBRARY_NAME = "libbased_attention.so"
 HANDLER_SYMBOLS = (
     "BasedLinearAttentionFwd", "BasedLinearAttentionFwdInit", "BasedLinearAttentionFwdInto",
     "BasedLinearAttentionWgmmaFwd", "BasedLinearAttentionWgmmaFwdInit", "BasedLinearAttentionWgmmaFwdInto",
+    "BasedWgmmaSelfTest",
 )
 NVCC_FLAGS = (
     "-O3",

@@ -553,6 +553,57 @@ __global__ void prefix_kernel(const Params p, int64_t count) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Self-test of the conventions the kernel rests on (descriptor, 32-byte swizzle, accumulator fragment order,
+// K stepping, N = 72), one warpgroup: d1 = a1 b1^T with a1 [64, 16], b1 [64, 16] (one m64n64k16), and
+// d2 = a2 b2^T with a2 [64, 64], b2 [72, 64] (four m64n72k16 K slices), operands staged with tile_off like the
+// kernel's. ffi.diagnose compares them with NumPy: if these are wrong, so is everything else.
+__global__ void __launch_bounds__(kThreads) selftest_kernel(const __nv_bfloat16* a1, const __nv_bfloat16* b1,
+                                                            const __nv_bfloat16* a2, const __nv_bfloat16* b2,
+                                                            float* d1, float* d2) {
+  __shared__ __align__(1024) unsigned char buf[4 * kMatBytes + 8 * 4 * kAtom + 9 * 4 * kAtom];
+  const uint32_t sa1 = smem_u32(buf), sb1 = sa1 + kMatBytes, sa2 = sa1 + 2 * kMatBytes;
+  const uint32_t sb2 = sa2 + 8 * 4 * kAtom;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  auto stage = [&](uint32_t dst, const __nv_bfloat16* src, int rows, int cols) {
+    for (int u = tid; u < rows * cols / 2; u += kThreads) {
+      const int r = (2 * u) / cols, c = (2 * u) % cols;
+      const uint32_t x = *reinterpret_cast<const uint32_t*>(src + r * cols + c);
+      st_u32(dst + tile_off(r, c, rows / 8), x);
+    }
+  };
+  stage(sa1, a1, 64, 16);
+  stage(sb1, b1, 64, 16);
+  stage(sa2, a2, 64, 64);
+  stage(sb2, b2, 72, 64);
+  fence_proxy_async();
+  __syncthreads();
+  float acc1[32], acc2[36];
+  pin(acc1);
+  pin(acc2);
+  wgmma_fence();
+  wgmma_bf16<64, 0>(acc1, make_desc(sa1), make_desc(sb1));
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+    if (ks == 0) {
+      wgmma_bf16<72, 0>(acc2, make_desc(sa2 + ks * 8 * kAtom), make_desc(sb2 + ks * 9 * kAtom));
+    } else {
+      wgmma_bf16<72, 1>(acc2, make_desc(sa2 + ks * 8 * kAtom), make_desc(sb2 + ks * 9 * kAtom));
+    }
+  }
+  wgmma_commit();
+  wgmma_wait0();
+  pin(acc1);
+  pin(acc2);
+#pragma unroll
+  for (int i = 0; i < 36; ++i) {
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    if (i < 32) d1[row * 64 + col] = acc1[i];
+    d2[row * 72 + col] = acc2[i];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Host side.
 int num_sms() {
   int dev = 0, n = 0;
@@ -703,6 +754,24 @@ ffi::Error ForwardInto(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::
   return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, normalize, eps, out, kv, ks);
 }
 
+ffi::Error SelfTest(cudaStream_t stream, ffi::AnyBuffer a1, ffi::AnyBuffer b1, ffi::AnyBuffer a2,
+                    ffi::AnyBuffer b2, ffi::Result<ffi::AnyBuffer> d1, ffi::Result<ffi::AnyBuffer> d2) {
+  for (const ffi::AnyBuffer* x : {&a1, &b1, &a2, &b2}) {
+    if (x->element_type() != ffi::BF16) return ffi::Error::InvalidArgument("wgmma self-test: inputs must be bf16");
+  }
+  if (a1.element_count() != 64 * 16 || b1.element_count() != 64 * 16 || a2.element_count() != 64 * 64 ||
+      b2.element_count() != 72 * 64 || d1->element_count() != 64 * 64 || d2->element_count() != 64 * 72 ||
+      d1->element_type() != ffi::F32 || d2->element_type() != ffi::F32) {
+    return ffi::Error::InvalidArgument(
+        "wgmma self-test: a1 [64, 16], b1 [64, 16], a2 [64, 64], b2 [72, 64] -> d1 [64, 64], d2 [64, 72] f32");
+  }
+  selftest_kernel<<<1, kThreads, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(a1.untyped_data()), static_cast<const __nv_bfloat16*>(b1.untyped_data()),
+      static_cast<const __nv_bfloat16*>(a2.untyped_data()), static_cast<const __nv_bfloat16*>(b2.untyped_data()),
+      static_cast<float*>(d1->untyped_data()), static_cast<float*>(d2->untyped_data()));
+  return check_launch("self-test kernel");
+}
+
 // Stream, scratch and the q, k, v buffers: the start of every handler's binding.
 inline auto bind_qkv() {
   return ffi::Ffi::Bind()
@@ -743,3 +812,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedLinearAttentionWgmmaFwdInto, based_wgmma::For
                                                                  .Arg<ffi::AnyBuffer>()
                                                                  .Arg<ffi::AnyBuffer>()
                                                                  .Arg<ffi::AnyBuffer>()));
+
+// a1 [64, 16], b1 [64, 16], a2 [64, 64], b2 [72, 64] bf16 -> d1 = a1 b1^T [64, 64], d2 = a2 b2^T [64, 72] f32.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedWgmmaSelfTest, based_wgmma::SelfTest,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
