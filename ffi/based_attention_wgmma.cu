@@ -38,6 +38,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -202,6 +203,57 @@ __device__ __forceinline__ void wgmma_bf16(float (&d)[N / 2], uint64_t da, uint6
   }
 }
 
+// The same with A from registers (the m64k16 A fragment: per warp its 16 rows, a[0] = (row, k 2c..2c+1),
+// a[1] = (row + 8, k 2c..), a[2] = (row, k 8 + 2c..), a[3] = (row + 8, k 8 + 2c..), c = lane % 4, row = 16 warp +
+// lane / 4): the layout an m64n16 slice of an fp32 accumulator has once packed to bf16 pairs (pack_a_slice).
+template <int kAcc>
+__device__ __forceinline__ void wgmma_m64n64_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+      "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(kAcc));
+}
+
+template <int kAcc>
+__device__ __forceinline__ void wgmma_m64n72_rs(float (&d)[36], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+      "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35}, {%36, %37, %38, %39}, %40, p, 1, 1, "
+      "0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(kAcc));
+}
+
+template <int N, int kAcc>
+__device__ __forceinline__ void wgmma_bf16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db) {
+  if constexpr (N == 64) {
+    wgmma_m64n64_rs<kAcc>(d, a, db);
+  } else {
+    static_assert(N == 72, "wgmma shapes used here: m64n64k16, m64n72k16");
+    wgmma_m64n72_rs<kAcc>(d, a, db);
+  }
+}
+
+// K slice ks (columns 16 ks .. 16 ks + 15) of a [64, 64] fp32 fragment as a bf16 A fragment.
+__device__ __forceinline__ void pack_a_slice(const float (&x)[32], int ks, uint32_t (&a)[4]) {
+  a[0] = pack_bf16(x[8 * ks + 0], x[8 * ks + 1]);
+  a[1] = pack_bf16(x[8 * ks + 2], x[8 * ks + 3]);
+  a[2] = pack_bf16(x[8 * ks + 4], x[8 * ks + 5]);
+  a[3] = pack_bf16(x[8 * ks + 6], x[8 * ks + 7]);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Constant matrices: entry (a, j) of matrix m (x @ M picks x_a into column j with a power-of-two weight).
 __device__ __forceinline__ float mat_entry(int m, int a, int j) {
@@ -229,45 +281,61 @@ __device__ void fill_matrices(uint32_t mats, int tid) {
   }
 }
 
-// psi group g from two [64, 64] products: g < 2: T * R; g = 2: (T + [j >= 16]) * (R + [j == 32]), with j the
-// feature index (column of the q-side products, row of the transposed k-side products). kTransposed selects
-// the k side: rows are features, columns tokens, stored to psi_k^T [192, 64]; else to psi_q [64, 192].
+// psi group g from two [64, 64] products, in fragment order: g < 2: T * R; g = 2: (T + [j >= 16]) *
+// (R + [j == 32]), with j the feature index (column of the q-side products, row of the transposed k-side ones).
 template <bool kTransposed>
-__device__ __forceinline__ void store_psi_group(uint32_t psi, int g, const float (&t)[32], const float (&r)[32],
-                                                int warp, int lane) {
+__device__ __forceinline__ void psi_values(int g, const float (&t)[32], const float (&r)[32], int warp, int lane,
+                                           float (&x)[32]) {
 #pragma unroll
-  for (int i = 0; i < 32; i += 2) {
+  for (int i = 0; i < 32; ++i) {
     const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
-    const int col = 8 * (i >> 2) + 2 * (lane & 3);
-    float x[2];
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      float a = t[i + e], b = r[i + e];
-      if (g == 2) {
-        const int j = kTransposed ? row : col + e;
-        a += j >= kFeat ? 1.f : 0.f;
-        b += j == 2 * kFeat ? 1.f : 0.f;
-      }
-      x[e] = a * b;
+    const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    float a = t[i], b = r[i];
+    if (g == 2) {
+      const int j = kTransposed ? row : col;
+      a += j >= kFeat ? 1.f : 0.f;
+      b += j == 2 * kFeat ? 1.f : 0.f;
     }
-    const uint32_t off = kTransposed ? tile_off(64 * g + row, col, 24) : tile_off(row, 64 * g + col, 8);
-    st_u32(psi + off, pack_bf16(x[0], x[1]));
+    x[i] = a * b;
   }
 }
 
-// P = causal(1 + s + s^2/2), s = (Q K^T) / 4, from the fp32 scores, as bf16 [64 q, 64 k].
-__device__ __forceinline__ void store_taylor(uint32_t pbuf, const float (&sc)[32], int warp, int lane) {
+// Stores psi group g: kTransposed (k side): rows are features, columns tokens, into psi_k^T [192, 64]; else into
+// psi_q [64, 192].
+template <bool kTransposed>
+__device__ __forceinline__ void store_psi_group(uint32_t psi, int g, const float (&t)[32], const float (&r)[32],
+                                                int warp, int lane) {
+  float x[32];
+  psi_values<kTransposed>(g, t, r, warp, lane, x);
 #pragma unroll
   for (int i = 0; i < 32; i += 2) {
     const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
     const int col = 8 * (i >> 2) + 2 * (lane & 3);
-    float x[2];
+    const uint32_t off = kTransposed ? tile_off(64 * g + row, col, 24) : tile_off(row, 64 * g + col, 8);
+    st_u32(psi + off, pack_bf16(x[i], x[i + 1]));
+  }
+}
+
+// P = causal(1 + s + s^2/2), s = (Q K^T) / 4, from the fp32 scores [64 q, 64 k], in fragment order.
+__device__ __forceinline__ void taylor_values(const float (&sc)[32], int warp, int lane, float (&x)[32]) {
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const float s = 0.25f * sc[i + e];
-      x[e] = col + e <= row ? 1.f + s + 0.5f * s * s : 0.f;
-    }
-    st_u32(pbuf + tile_off(row, col, 8), pack_bf16(x[0], x[1]));
+  for (int i = 0; i < 32; ++i) {
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    const float s = 0.25f * sc[i];
+    x[i] = col <= row ? 1.f + s + 0.5f * s * s : 0.f;
+  }
+}
+
+// P as bf16 [64 q, 64 k] into shared memory.
+__device__ __forceinline__ void store_taylor(uint32_t pbuf, const float (&sc)[32], int warp, int lane) {
+  float x[32];
+  taylor_values(sc, warp, lane, x);
+#pragma unroll
+  for (int i = 0; i < 32; i += 2) {
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    const int col = 8 * (i >> 2) + 2 * (lane & 3);
+    st_u32(pbuf + tile_off(row, col, 8), pack_bf16(x[i], x[i + 1]));
   }
 }
 
@@ -312,8 +380,55 @@ __device__ __forceinline__ void build_features(uint32_t mats, uint32_t x, uint32
   store_psi_group<kTransposed>(psi, 2, t, r, warp, lane);
 }
 
+// S_g += psi_k(K)^T_g [V, 1, 0] with psi_k(K)^T fed from registers: each group's transposed products
+// (M^T K^T, fp32 [64 features, 64 tokens]) are multiplied, packed into A fragments and consumed by the state
+// wgmmas at once, while the next group's products run; nothing goes through shared memory.
+template <int N>
+__device__ __forceinline__ void key_update_registers(float (&s)[3][N / 2], uint32_t mats, uint32_t kt, uint32_t vt,
+                                                     int warp, int lane) {
+  constexpr int NA = N / 8;
+  const uint64_t dk = make_desc(kt);
+  auto dm = [&](int m) { return make_desc(mats + m * kMatBytes); };
+  float t[32], r[32];
+  pin(t);
+  pin(r);
+  wgmma_fence();
+  wgmma_bf16<64, 0>(t, dm(kTile), dk);
+  wgmma_bf16<64, 0>(r, dm(kShift0K), dk);
+  wgmma_commit();
+  wgmma_wait0();
+  pin(t);
+  pin(r);
+#pragma unroll
+  for (int g = 0; g < 3; ++g) {
+    uint32_t a[4][4];
+    {
+      float x[32];
+      psi_values<true>(g, t, r, warp, lane, x);
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) pack_a_slice(x, ks, a[ks]);
+    }
+    pin(s[g]);
+    pin(t);
+    pin(r);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) wgmma_bf16_rs<N, 1>(s[g], a[ks], make_desc(vt + ks * NA * kAtom));
+    if (g == 0) wgmma_bf16<64, 0>(r, dm(kShift1), dk);
+    if (g == 1) {
+      wgmma_bf16<64, 0>(t, dm(kLeft2), dk);
+      wgmma_bf16<64, 0>(r, dm(kRight2K), dk);
+    }
+    wgmma_commit();
+    wgmma_wait0();
+    pin(s[g]);
+    pin(t);
+    pin(r);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
-template <int GV, bool kOut>
+template <int GV, bool kOut, bool kRegA>
 __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
   using L = Smem<GV>;
   constexpr int N = L::N, NR = N / 2, NA = L::NA;
@@ -445,14 +560,20 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
     if constexpr (kOut) {
       // psi_q(Q) and the intra-chunk P.
       build_features<false>(mats, qt, psi, warp, lane);
-      {
-        float sc[32];
-        pin(sc);
-        wgmma_fence();
-        wgmma_bf16<64, 0>(sc, make_desc(qt), make_desc(kt));
-        wgmma_commit();
-        wgmma_wait0();
-        pin(sc);
+      float sc[32];  // Q K^T, then (kRegA) P in fragment order
+      pin(sc);
+      wgmma_fence();
+      wgmma_bf16<64, 0>(sc, make_desc(qt), make_desc(kt));
+      wgmma_commit();
+      wgmma_wait0();
+      pin(sc);
+      uint32_t pa[4][4];  // kRegA: P as A fragments
+      if constexpr (kRegA) {
+        float x[32];
+        taylor_values(sc, warp, lane, x);
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) pack_a_slice(x, ks, pa[ks]);
+      } else {
         store_taylor(pbuf, sc, warp, lane);
       }
       fence_proxy_async();
@@ -472,33 +593,42 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
       }
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) {
-        wgmma_bf16<N, 1>(o, make_desc(pbuf + ks * 8 * kAtom), make_desc(vt + ks * NA * kAtom));
+        if constexpr (kRegA) {
+          wgmma_bf16_rs<N, 1>(o, pa[ks], make_desc(vt + ks * NA * kAtom));
+        } else {
+          wgmma_bf16<N, 1>(o, make_desc(pbuf + ks * 8 * kAtom), make_desc(vt + ks * NA * kAtom));
+        }
       }
       wgmma_commit();
       wgmma_wait0();
       pin(o);
-      __syncthreads();  // every warp is past the product that reads psi_q before psi_k^T overwrites it
+      // psi_k^T overwrites psi_q below (smem path): every warp must be past the product that reads it.
+      if constexpr (!kRegA) __syncthreads();
       store_output(o, t0);
     }
 
-    // psi_k(K)^T, then S_g += psi_k(K)^T_g [V, 1, 0].
-    build_features<true>(mats, kt, psi, warp, lane);
-    fence_proxy_async();
-    __syncthreads();
+    if constexpr (kRegA) {
+      key_update_registers<N>(s, mats, kt, vt, warp, lane);
+    } else {
+      // psi_k(K)^T into shared memory, then S_g += psi_k(K)^T_g [V, 1, 0].
+      build_features<true>(mats, kt, psi, warp, lane);
+      fence_proxy_async();
+      __syncthreads();
 #pragma unroll
-    for (int g = 0; g < 3; ++g) pin(s[g]);
-    wgmma_fence();
+      for (int g = 0; g < 3; ++g) pin(s[g]);
+      wgmma_fence();
 #pragma unroll
-    for (int g = 0; g < 3; ++g) {
+      for (int g = 0; g < 3; ++g) {
 #pragma unroll
-      for (int ks = 0; ks < 4; ++ks) {
-        wgmma_bf16<N, 1>(s[g], make_desc(psi + (ks * 24 + 8 * g) * kAtom), make_desc(vt + ks * NA * kAtom));
+        for (int ks = 0; ks < 4; ++ks) {
+          wgmma_bf16<N, 1>(s[g], make_desc(psi + (ks * 24 + 8 * g) * kAtom), make_desc(vt + ks * NA * kAtom));
+        }
       }
-    }
-    wgmma_commit();
-    wgmma_wait0();
+      wgmma_commit();
+      wgmma_wait0();
 #pragma unroll
-    for (int g = 0; g < 3; ++g) pin(s[g]);
+      for (int g = 0; g < 3; ++g) pin(s[g]);
+    }
     if (kOut) store_state_bf16();
   }
   (void)smem;
@@ -554,12 +684,13 @@ __global__ void prefix_kernel(const Params p, int64_t count) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Self-test of the conventions the kernel rests on (descriptor, 32-byte swizzle, accumulator fragment order,
-// K stepping, N = 72), one warpgroup: d1 = a1 b1^T with a1 [64, 16], b1 [64, 16] (one m64n64k16), and
-// d2 = a2 b2^T with a2 [64, 64], b2 [72, 64] (four m64n72k16 K slices), operands staged with tile_off like the
-// kernel's. ffi.diagnose compares them with NumPy: if these are wrong, so is everything else.
+// K stepping, N = 72, A from registers), one warpgroup: d1 = a1 b1^T with a1 [64, 16], b1 [64, 16] (one
+// m64n64k16), d2 = a2 b2^T with a2 [64, 64], b2 [72, 64] (four m64n72k16 K slices), operands staged with
+// tile_off like the kernel's, and d3 = the same product with a2 fed from registers (pack_a_slice of a2 read in
+// accumulator-fragment order). ffi.diagnose compares them with NumPy: if these are wrong, so is the kernel.
 __global__ void __launch_bounds__(kThreads) selftest_kernel(const __nv_bfloat16* a1, const __nv_bfloat16* b1,
                                                             const __nv_bfloat16* a2, const __nv_bfloat16* b2,
-                                                            float* d1, float* d2) {
+                                                            float* d1, float* d2, float* d3) {
   __shared__ __align__(1024) unsigned char buf[4 * kMatBytes + 8 * 4 * kAtom + 9 * 4 * kAtom];
   const uint32_t sa1 = smem_u32(buf), sb1 = sa1 + kMatBytes, sa2 = sa1 + 2 * kMatBytes;
   const uint32_t sb2 = sa2 + 8 * 4 * kAtom;
@@ -577,9 +708,19 @@ __global__ void __launch_bounds__(kThreads) selftest_kernel(const __nv_bfloat16*
   stage(sb2, b2, 72, 64);
   fence_proxy_async();
   __syncthreads();
-  float acc1[32], acc2[36];
+  float acc1[32], acc2[36], acc3[36], x[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {  // a2 in accumulator-fragment order
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    x[i] = __bfloat162float(a2[row * 64 + col]);
+  }
+  uint32_t a3[4][4];
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) pack_a_slice(x, ks, a3[ks]);
   pin(acc1);
   pin(acc2);
+  pin(acc3);
   wgmma_fence();
   wgmma_bf16<64, 0>(acc1, make_desc(sa1), make_desc(sb1));
 #pragma unroll
@@ -590,16 +731,26 @@ __global__ void __launch_bounds__(kThreads) selftest_kernel(const __nv_bfloat16*
       wgmma_bf16<72, 1>(acc2, make_desc(sa2 + ks * 8 * kAtom), make_desc(sb2 + ks * 9 * kAtom));
     }
   }
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+    if (ks == 0) {
+      wgmma_bf16_rs<72, 0>(acc3, a3[ks], make_desc(sb2 + ks * 9 * kAtom));
+    } else {
+      wgmma_bf16_rs<72, 1>(acc3, a3[ks], make_desc(sb2 + ks * 9 * kAtom));
+    }
+  }
   wgmma_commit();
   wgmma_wait0();
   pin(acc1);
   pin(acc2);
+  pin(acc3);
 #pragma unroll
   for (int i = 0; i < 36; ++i) {
     const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
     const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
     if (i < 32) d1[row * 64 + col] = acc1[i];
     d2[row * 72 + col] = acc2[i];
+    d3[row * 72 + col] = acc3[i];
   }
 }
 
@@ -632,7 +783,7 @@ ffi::Error check_launch(const char* what) {
   return ffi::Error::Success();
 }
 
-template <int GV>
+template <int GV, bool kRegA>
 ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p, int64_t batch) {
   using L = Smem<GV>;
   constexpr int N = GV + 8;
@@ -653,8 +804,8 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
     }
     p.scratch = static_cast<float*>(*mem);
   }
-  auto k_state = wgmma_kernel<GV, false>;
-  auto k_out = wgmma_kernel<GV, true>;
+  auto k_state = wgmma_kernel<GV, false, kRegA>;
+  auto k_out = wgmma_kernel<GV, true, kRegA>;
   cudaFuncSetAttribute(k_state, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kAlloc);
   cudaFuncSetAttribute(k_out, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kAlloc);
   if (p.NS > 1) {
@@ -672,6 +823,14 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+// Experimental variant, off by default: BASED_JAX_WGMMA_REGA=1 feeds P and psi_k(K)^T to the wgmmas from
+// registers instead of shared memory (fewer smem stores, two barriers less per chunk). Read at every call, so
+// a benchmark can compare both in one process.
+bool register_a_operands() {
+  const char* value = std::getenv("BASED_JAX_WGMMA_REGA");
+  return value != nullptr && value[0] == '1';
+}
 
 ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
                    ffi::AnyBuffer v, const ffi::AnyBuffer* kv0, const ffi::AnyBuffer* ks0, bool normalize,
@@ -727,8 +886,9 @@ ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out) || !aligned16(p.kv)) {
     return ffi::Error::InvalidArgument("based_attention_wgmma: q, k, v, out and kv must be 16-byte aligned");
   }
-  if (p.Dv % 64 == 0) return launch<64>(stream, scratch, p, batch);
-  if (p.Dv % 56 == 0) return launch<56>(stream, scratch, p, batch);
+  const bool reg_a = register_a_operands();
+  if (p.Dv % 64 == 0) return reg_a ? launch<64, true>(stream, scratch, p, batch) : launch<64, false>(stream, scratch, p, batch);
+  if (p.Dv % 56 == 0) return reg_a ? launch<56, true>(stream, scratch, p, batch) : launch<56, false>(stream, scratch, p, batch);
   return ffi::Error::InvalidArgument("based_attention_wgmma: Dv must be a multiple of 64 or 56; got " +
                                      std::to_string(p.Dv));
 }
@@ -755,20 +915,23 @@ ffi::Error ForwardInto(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::
 }
 
 ffi::Error SelfTest(cudaStream_t stream, ffi::AnyBuffer a1, ffi::AnyBuffer b1, ffi::AnyBuffer a2,
-                    ffi::AnyBuffer b2, ffi::Result<ffi::AnyBuffer> d1, ffi::Result<ffi::AnyBuffer> d2) {
+                    ffi::AnyBuffer b2, ffi::Result<ffi::AnyBuffer> d1, ffi::Result<ffi::AnyBuffer> d2,
+                    ffi::Result<ffi::AnyBuffer> d3) {
   for (const ffi::AnyBuffer* x : {&a1, &b1, &a2, &b2}) {
     if (x->element_type() != ffi::BF16) return ffi::Error::InvalidArgument("wgmma self-test: inputs must be bf16");
   }
   if (a1.element_count() != 64 * 16 || b1.element_count() != 64 * 16 || a2.element_count() != 64 * 64 ||
       b2.element_count() != 72 * 64 || d1->element_count() != 64 * 64 || d2->element_count() != 64 * 72 ||
-      d1->element_type() != ffi::F32 || d2->element_type() != ffi::F32) {
+      d3->element_count() != 64 * 72 || d1->element_type() != ffi::F32 || d2->element_type() != ffi::F32 ||
+      d3->element_type() != ffi::F32) {
     return ffi::Error::InvalidArgument(
-        "wgmma self-test: a1 [64, 16], b1 [64, 16], a2 [64, 64], b2 [72, 64] -> d1 [64, 64], d2 [64, 72] f32");
+        "wgmma self-test: a1 [64, 16], b1 [64, 16], a2 [64, 64], b2 [72, 64] -> d1 [64, 64], d2, d3 [64, 72] f32");
   }
   selftest_kernel<<<1, kThreads, 0, stream>>>(
       static_cast<const __nv_bfloat16*>(a1.untyped_data()), static_cast<const __nv_bfloat16*>(b1.untyped_data()),
       static_cast<const __nv_bfloat16*>(a2.untyped_data()), static_cast<const __nv_bfloat16*>(b2.untyped_data()),
-      static_cast<float*>(d1->untyped_data()), static_cast<float*>(d2->untyped_data()));
+      static_cast<float*>(d1->untyped_data()), static_cast<float*>(d2->untyped_data()),
+      static_cast<float*>(d3->untyped_data()));
   return check_launch("self-test kernel");
 }
 
@@ -813,7 +976,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedLinearAttentionWgmmaFwdInto, based_wgmma::For
                                                                  .Arg<ffi::AnyBuffer>()
                                                                  .Arg<ffi::AnyBuffer>()));
 
-// a1 [64, 16], b1 [64, 16], a2 [64, 64], b2 [72, 64] bf16 -> d1 = a1 b1^T [64, 64], d2 = a2 b2^T [64, 72] f32.
+// a1 [64, 16], b1 [64, 16], a2 [64, 64], b2 [72, 64] bf16 -> d1 = a1 b1^T [64, 64], d2 = d3 = a2 b2^T [64, 72]
+// f32 (d3 with a2 from registers).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedWgmmaSelfTest, based_wgmma::SelfTest,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
@@ -821,5 +985,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedWgmmaSelfTest, based_wgmma::SelfTest,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());

@@ -12,7 +12,9 @@ Each case isolates one path of the chunked algorithm, so that a wrong result say
   split              B = 1, H = 2, L = 4000: the sequence split into segments (pass 1 + prefix);
   wide               Dv = 112 and Dv = 128 (value-column groups).
 Before the cases, a self-test of the wgmma conventions alone (BasedWgmmaSelfTest: one m64n64k16
-product and a four-slice m64n72k16 product staged with the kernel's swizzled layout), against NumPy.
+product and a four-slice m64n72k16 product staged with the kernel's swizzled layout, and the latter
+again with A from registers), against NumPy. BASED_JAX_WGMMA_REGA=1 in the environment selects the
+kernel's register-operand variant (see based_attention_wgmma.cu).
 Prints one line per case with the relative errors of out (first chunk / later chunks), kv and
 k_state; writes them as JSON with --out. Errors <= 1e-2 are what the gpu tests require.
 """
@@ -53,13 +55,15 @@ def selftest() -> dict:
   shapes = {"a1": (64, 16), "b1": (64, 16), "a2": (64, 64), "b2": (72, 64)}
   x = {n: jnp.asarray(rng.normal(size=s), jnp.bfloat16) for n, s in shapes.items()}
   call = jax.ffi.ffi_call("based_jax_wgmma_selftest", (jax.ShapeDtypeStruct((64, 64), jnp.float32),
+                                                       jax.ShapeDtypeStruct((64, 72), jnp.float32),
                                                        jax.ShapeDtypeStruct((64, 72), jnp.float32)))
-  d1, d2 = jax.jit(call)(x["a1"], x["b1"], x["a2"], x["b2"])
+  d1, d2, d3 = jax.jit(call)(x["a1"], x["b1"], x["a2"], x["b2"])
   f = {n: np.asarray(v.astype(jnp.float32), np.float64) for n, v in x.items()}
   ref1, ref2 = f["a1"] @ f["b1"].T, f["a2"] @ f["b2"].T
-  d1, d2 = np.asarray(d1, np.float64), np.asarray(d2, np.float64)
-  row = {"case": "selftest", "d1_m64n64k16": _rel(d1, ref1), "d2_m64n72_k64": _rel(d2, ref2)}
-  for name, got, ref in (("d1", d1, ref1), ("d2", d2, ref2)):
+  d1, d2, d3 = (np.asarray(d, np.float64) for d in (d1, d2, d3))
+  row = {"case": "selftest", "d1_m64n64k16": _rel(d1, ref1), "d2_m64n72_k64": _rel(d2, ref2),
+         "d3_register_a": _rel(d3, ref2)}
+  for name, got, ref in (("d1", d1, ref1), ("d2", d2, ref2), ("d3", d3, ref2)):
     bad = np.argwhere(~np.isclose(got, ref, rtol=1e-3, atol=1e-3))
     row[name + "_bad_count"] = int(len(bad))
     row[name + "_first_bad"] = [int(i) for i in bad[0]] if len(bad) else None
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
       row = selftest()
       print(f"wgmma selftest        d1 (m64n64k16) {row['d1_m64n64k16']:.2e} ({row['d1_bad_count']} bad, first "
             f"{row['d1_first_bad']})  d2 (m64n72, K 64) {row['d2_m64n72_k64']:.2e} ({row['d2_bad_count']} bad, "
-            f"first {row['d2_first_bad']})", flush=True)
+            f"first {row['d2_first_bad']})  d3 (A from registers) {row['d3_register_a']:.2e} ({row['d3_bad_count']} "
+            f"bad)", flush=True)
     except Exception as e:
       row = {"case": "selftest", "error": f"{type(e).__name__}: {str(e)[:500]}"}
       print(f"wgmma selftest        ERROR {row['error']}", flush=True)

@@ -5,21 +5,26 @@
 # timed against measured 0.147 / 1.216 / 19.04 ms at B = 1 / 16 / 256 (L 8192, H 16, Dv 64,
 # normalize=True); the targets are 0.08 / 0.45 / 6.8 ms. This call:
 #   1. builds the library (both kernels, one .so) with `python3 -m ffi.build`;
-#   2. ffi.diagnose: the wgmma kernel's error path by path (one chunk, two chunks, initial state,
-#      tail, segment split, Dv 112 / 128) against the float64 oracle: if something is wrong, which
-#      part (intra-chunk P V, state update, state readout, start state, split) is;
-#   3. times both kernels at L 8192, H 16, Dv 64, normalize=True, B = 1, 16, 256, then 4, 64
-#      (ffi.bench: CUPTI median of 20 calls after warm-up; JSON rewritten after every case);
+#   2. ffi.diagnose: a self-test of the wgmma conventions alone (descriptor, swizzle, fragment
+#      order, A from registers), then the wgmma kernel's error path by path (one chunk, two chunks,
+#      initial state, tail, segment split, Dv 112 / 128) against the float64 oracle: if something is
+#      wrong, which part is; once for the default and once for BASED_JAX_WGMMA_REGA=1 (P and
+#      psi_k(K)^T fed to the wgmmas from registers: two barriers and ~64 smem stores less a chunk);
+#   3. times mma_sync, wgmma and wgmma_rega at L 8192, H 16, Dv 64, normalize=True,
+#      B = 1, 16, 256, then 4, 64 (ffi.bench: CUPTI median of 20 calls after warm-up; JSON
+#      rewritten after every case);
 #   4. the gpu-marked tests of tests/ffi (both kernels, -x) into ffi_pytest.log.
-# Each stage has its own timeout (sum 400 s), so a hang in one leaves time for the others.
-# Files back: ffi_build.log, ffi_diag.log, ffi_diag.json, ffi_bench.log, ffi_bench.json,
+# Each stage has its own timeout (sum 410 s, under 7 minutes), so a hang in one leaves time for the others.
+# Files back: ffi_build.log, ffi_diag.log, ffi_diag_rega.log, ffi_bench.log, ffi_bench.json,
 # ffi_pytest.log.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-timeout 120 python3 -m ffi.build -v > $OUT/ffi_build.log 2>&1
+timeout 90 python3 -m ffi.build -v > $OUT/ffi_build.log 2>&1
 echo "build rc=$? $(tail -n 1 $OUT/ffi_build.log | cut -c1-200)"
-timeout 45 python3 -m ffi.diagnose --kernel wgmma --out $OUT/ffi_diag.json > $OUT/ffi_diag.log 2>&1
-echo "diagnose rc=$?"; grep -E "^wgmma|rror" $OUT/ffi_diag.log | cut -c1-220
-timeout 95 python3 -m ffi.bench --quick --kernel both --batches 1,16,256,4,64 --iterations 20 \
+timeout 40 python3 -m ffi.diagnose --kernel wgmma > $OUT/ffi_diag.log 2>&1
+echo "diagnose rc=$?"; grep -E "^wgmma|rror" $OUT/ffi_diag.log | cut -c1-240
+BASED_JAX_WGMMA_REGA=1 timeout 40 python3 -m ffi.diagnose --kernel wgmma > $OUT/ffi_diag_rega.log 2>&1
+echo "diagnose (rega) rc=$?"; grep -E "^wgmma|rror" $OUT/ffi_diag_rega.log | cut -c1-240
+timeout 100 python3 -m ffi.bench --quick --kernel all --batches 1,16,256,4,64 --iterations 20 \
   --out $OUT/ffi_bench.json > $OUT/ffi_bench.log 2>&1
 echo "bench rc=$?"; grep -E "median|FAILED|rror" $OUT/ffi_bench.log | cut -c1-200
 timeout 140 python3 -m pytest -q -x -m gpu tests/ffi > $OUT/ffi_pytest.log 2>&1
