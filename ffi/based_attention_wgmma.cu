@@ -339,44 +339,59 @@ __device__ __forceinline__ void store_taylor(uint32_t pbuf, const float (&sc)[32
   }
 }
 
-// Builds psi of a [64, 16] tile into the psi buffer, group by group, on the tensor cores. q side (kTransposed
-// false): A = X, B = M^T. k side: A = M^T, B = X (the products come out transposed).
+// One [64, 64] feature product of a [64, 16] tile X with constant matrix m: X M_m (q side, kTransposed false:
+// A = X, B = M_m^T) or (X M_m)^T (k side: A = M_m^T, B = X, so the keys come out transposed).
 template <bool kTransposed>
-__device__ __forceinline__ void build_features(uint32_t mats, uint32_t x, uint32_t psi, int warp, int lane) {
+__device__ __forceinline__ void feature_product(float (&acc)[32], uint32_t mats, uint64_t dx, int m) {
+  const uint64_t dm = make_desc(mats + m * kMatBytes);
+  if (kTransposed) {
+    wgmma_bf16<64, 0>(acc, dm, dx);
+  } else {
+    wgmma_bf16<64, 0>(acc, dx, dm);
+  }
+}
+
+// Issues (commits, does not wait for) the first two products of a side, T = X M_tile and R = X M_shift0.
+template <bool kTransposed>
+__device__ __forceinline__ void issue_first_products(float (&t)[32], float (&r)[32], uint32_t mats, uint32_t x) {
   const uint64_t dx = make_desc(x);
-  auto dm = [&](int m) { return make_desc(mats + m * kMatBytes); };
-  auto product = [&](float(&acc)[32], int m) {
-    if (kTransposed) {
-      wgmma_bf16<64, 0>(acc, dm(m), dx);
-    } else {
-      wgmma_bf16<64, 0>(acc, dx, dm(m));
-    }
-  };
-  float t[32], r[32];
   pin(t);
   pin(r);
   wgmma_fence();
-  product(t, kTile);
-  product(r, kTransposed ? kShift0K : kShift0Q);
+  feature_product<kTransposed>(t, mats, dx, kTile);
+  feature_product<kTransposed>(r, mats, dx, kTransposed ? kShift0K : kShift0Q);
   wgmma_commit();
+}
+
+// Finishes psi of the tile after issue_first_products: waits, stores group 0 to the psi buffer, then groups 1
+// and 2 (two more tensor-core waits). kSync: a CTA barrier before the first store (the psi buffer may still be
+// read by other warps' products). sc: with kScores, Q K^T [64, 64] (x = Q, dk = K) joins the last batch.
+template <bool kTransposed, bool kSync, bool kScores>
+__device__ __forceinline__ void finish_features(float (&t)[32], float (&r)[32], uint32_t mats, uint32_t x,
+                                                uint32_t psi, int warp, int lane, float (&sc)[32], uint64_t dk) {
+  const uint64_t dx = make_desc(x);
   wgmma_wait0();
   pin(t);
   pin(r);
+  if (kSync) __syncthreads();
   store_psi_group<kTransposed>(psi, 0, t, r, warp, lane);
   wgmma_fence();
-  product(r, kShift1);
+  feature_product<kTransposed>(r, mats, dx, kShift1);
   wgmma_commit();
   wgmma_wait0();
   pin(r);
   store_psi_group<kTransposed>(psi, 1, t, r, warp, lane);
   pin(t);
+  if (kScores) pin(sc);
   wgmma_fence();
-  product(t, kLeft2);
-  product(r, kTransposed ? kRight2K : kRight2Q);
+  feature_product<kTransposed>(t, mats, dx, kLeft2);
+  feature_product<kTransposed>(r, mats, dx, kTransposed ? kRight2K : kRight2Q);
+  if (kScores) wgmma_bf16<64, 0>(sc, dx, dk);
   wgmma_commit();
   wgmma_wait0();
   pin(t);
   pin(r);
+  if (kScores) pin(sc);
   store_psi_group<kTransposed>(psi, 2, t, r, warp, lane);
 }
 
@@ -559,14 +574,10 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
 
     if constexpr (kOut) {
       // psi_q(Q) and the intra-chunk P.
-      build_features<false>(mats, qt, psi, warp, lane);
-      float sc[32];  // Q K^T, then (kRegA) P in fragment order
-      pin(sc);
-      wgmma_fence();
-      wgmma_bf16<64, 0>(sc, make_desc(qt), make_desc(kt));
-      wgmma_commit();
-      wgmma_wait0();
-      pin(sc);
+      float t[32], r[32];
+      float sc[32];  // Q K^T (joins the last feature batch), then P
+      issue_first_products<false>(t, r, mats, qt);
+      finish_features<false, false, true>(t, r, mats, qt, psi, warp, lane, sc, make_desc(kt));
       uint32_t pa[4][4];  // kRegA: P as A fragments
       if constexpr (kRegA) {
         float x[32];
@@ -602,16 +613,26 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
       wgmma_commit();
       wgmma_wait0();
       pin(o);
-      // psi_k^T overwrites psi_q below (smem path): every warp must be past the product that reads it.
-      if constexpr (!kRegA) __syncthreads();
-      store_output(o, t0);
+      if constexpr (kRegA) {
+        store_output(o, t0);
+      } else {
+        // The k side's first products (registers only) run under the output stores; psi_k^T then overwrites
+        // psi_q, after a barrier: every warp must be past the product that reads it.
+        issue_first_products<true>(t, r, mats, kt);
+        store_output(o, t0);
+        finish_features<true, true, false>(t, r, mats, kt, psi, warp, lane, sc, 0);
+      }
     }
 
     if constexpr (kRegA) {
       key_update_registers<N>(s, mats, kt, vt, warp, lane);
     } else {
-      // psi_k(K)^T into shared memory, then S_g += psi_k(K)^T_g [V, 1, 0].
-      build_features<true>(mats, kt, psi, warp, lane);
+      if constexpr (!kOut) {
+        float t[32], r[32], unused[32];
+        issue_first_products<true>(t, r, mats, kt);
+        finish_features<true, false, false>(t, r, mats, kt, psi, warp, lane, unused, 0);
+      }
+      // S_g += psi_k(K)^T_g [V, 1, 0] from shared memory.
       fence_proxy_async();
       __syncthreads();
 #pragma unroll
