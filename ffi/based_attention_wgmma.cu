@@ -32,6 +32,20 @@
 //     a prefix kernel turns them (plus the initial state) into each segment's starting state, pass 2 writes
 //     the outputs and, in the last segment, the final state.
 //   * All global offsets are int64.
+//   * Per chunk (pass 2): 2 barriers for the loads and [V, 1, 0]^T, psi_q in 3 tensor-core waits (Q K^T joins
+//     the last), a barrier, the output product (1 wait), the k side's first products under the output stores,
+//     a barrier, psi_k^T in 2 more waits, a barrier, the state update (1 wait). About 246 registers per thread,
+//     ~109 KiB of shared memory per CTA: two CTAs per SM.
+//   * BASED_JAX_WGMMA_REGA=1 (host environment, read at each call; off by default) selects a variant that feeds
+//     P and psi_k(K)^T to the wgmmas from registers (A fragments packed from the fp32 products) instead of
+//     shared memory: no psi_k^T / P stores and two barriers less per chunk, like the Pallas kernel's
+//     operand_staging="registers". Its only new convention is the register A fragment (checked by the self-test).
+//
+// Status when written (session 11): compiled for sm_90a, never run on a GPU. The descriptor fields follow the
+// PTX ISA's matrix-descriptor table (K-major, 32-byte swizzle: LBO unused = 1, SBO = offset between 8-row
+// groups, base offset 0 for 256-byte-aligned atoms) and Mosaic GPU's encoder; the index arithmetic of the chunk
+// loop is emulated on CPU by tests/ffi/test_ffi_wgmma_emulation.py; BasedWgmmaSelfTest (run by ffi.diagnose)
+// checks the hardware conventions alone on the GPU.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -449,7 +463,6 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
   constexpr int N = L::N, NR = N / 2, NA = L::NA;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;  // swizzle atoms need aligned addresses
-  const unsigned char* smem = smem_raw + (base - smem_u32(smem_raw));
   const uint32_t mats = base + L::kMats, vt = base + L::kVt, psi = base + L::kPsiBuf;
   const uint32_t pbuf = base + L::kP, sb = base + L::kSb;
 
@@ -652,7 +665,6 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
     }
     if (kOut) store_state_bf16();
   }
-  (void)smem;
 
   // ---- the state: a segment's partial sum (pass 1, into the scratch slot of the next segment) or the final
   // state (last segment of pass 2), from the accumulator fragments.
