@@ -78,6 +78,17 @@ def time_case(batch: int, length: int, normalize: bool, iterations: int, kernel:
   }
 
 
+def breakdown(batch: int, length: int, kernel: str) -> list[str]:
+  """Per-kernel CUPTI times of one normalize=True call (benchmarks.common.kernel_breakdown)."""
+  from benchmarks.common import kernel_breakdown
+
+  q, k, v = _inputs(batch, length)
+  with _variant(kernel) as name:
+    fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=True, eps=1e-12, initial_state=None,
+                                                      kernel=name))
+    return kernel_breakdown(fn, q, k, v)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m ffi.bench", description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", default="benchmarks/results/ffi.json")
@@ -86,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--both", action="store_true", help="also the batch sweep with normalize=False")
   parser.add_argument("--kernel", default="mma_sync", choices=("mma_sync", "wgmma", "wgmma_rega", "both", "all"),
                       help="which kernel to time (both: mma_sync and wgmma; all: also wgmma_rega)")
+  parser.add_argument("--breakdown-batches", default="",
+                      help="after timing, print the per-kernel CUPTI breakdown of one call at these batch sizes "
+                      "(L=8192, normalize=True), for each timed kernel")
   parser.add_argument("--batches", help="comma-separated batch sizes for the L=8192 sweep (default: "
                       + ",".join(map(str, BATCH_SWEEP)) + ")")
   args = parser.parse_args(argv)
@@ -116,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             f"({row['tflops']:.0f} TFLOP/s at {FLOP_PER_TOKEN_HEAD} FLOP/token-head)", flush=True)
       with open(args.out, "w") as f:  # after every case, so a timeout keeps what was measured
         json.dump({"partial": True, "results": results}, f, indent=1)
+  for batch in (int(x) for x in args.breakdown_batches.split(",") if x):
+    for kernel in kernels:
+      try:
+        for line in breakdown(batch, 8192, kernel):
+          print(f"breakdown {kernel} B={batch}: {line}", flush=True)
+      except Exception as e:
+        print(f"breakdown {kernel} B={batch}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
   device = jax.devices()[0]
   report = {
       "what": "ffi CUDA kernels (" + ", ".join(kernels) + "), forward, bf16 in/out, fp32 state; median GPU "

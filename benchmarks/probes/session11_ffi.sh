@@ -12,7 +12,8 @@
 #      psi_k(K)^T fed to the wgmmas from registers: two barriers and ~64 smem stores less a chunk);
 #   3. times mma_sync, wgmma and wgmma_rega at L 8192, H 16, Dv 64, normalize=True,
 #      B = 1, 16, 256, then 4, 64 (ffi.bench: CUPTI median of 20 calls after warm-up; JSON
-#      rewritten after every case);
+#      rewritten after every case), then the per-kernel breakdown of one call at B = 1 and 16
+#      (pass 1, prefix, pass 2, layout gathers) into ffi_bench.log;
 #   4. the gpu-marked tests of tests/ffi (both kernels, -x) into ffi_pytest.log.
 # Each stage has its own timeout (sum 410 s, under 7 minutes), so a hang in one leaves time for the others.
 # Files back: ffi_build.log, ffi_diag.log, ffi_diag_rega.log, ffi_bench.log, ffi_bench.json,
@@ -25,7 +26,7 @@ echo "diagnose rc=$?"; grep -E "^wgmma|rror" $OUT/ffi_diag.log | cut -c1-240
 BASED_JAX_WGMMA_REGA=1 timeout 40 python3 -m ffi.diagnose --kernel wgmma > $OUT/ffi_diag_rega.log 2>&1
 echo "diagnose (rega) rc=$?"; grep -E "^wgmma|rror" $OUT/ffi_diag_rega.log | cut -c1-240
 timeout 100 python3 -m ffi.bench --quick --kernel all --batches 1,16,256,4,64 --iterations 20 \
-  --out $OUT/ffi_bench.json > $OUT/ffi_bench.log 2>&1
-echo "bench rc=$?"; grep -E "median|FAILED|rror" $OUT/ffi_bench.log | cut -c1-200
+  --breakdown-batches 1,16 --out $OUT/ffi_bench.json > $OUT/ffi_bench.log 2>&1
+echo "bench rc=$?"; grep -E "median|FAILED|rror|breakdown .*(kernels,|wgmma_kernel|prefix)" $OUT/ffi_bench.log | cut -c1-200
 timeout 140 python3 -m pytest -q -x -m gpu tests/ffi > $OUT/ffi_pytest.log 2>&1
 echo "pytest rc=$?"; tail -n 4 $OUT/ffi_pytest.log | cut -c1-240
