@@ -708,10 +708,17 @@ __global__ void prefix_kernel(const Params p, int64_t count) {
     }
   }
   float* slot = p.scratch + bhg * p.NS * int64_t(kPsi * N) + e;
+  constexpr int64_t kSlot = int64_t(kPsi) * N;
   slot[0] = acc;
-  for (int sg = 1; sg < p.NS; ++sg) {
-    acc += slot[sg * int64_t(kPsi * N)];
-    slot[sg * int64_t(kPsi * N)] = acc;
+  for (int s0 = 1; s0 < p.NS; s0 += 8) {  // eight independent loads in flight, then the running sum
+    float x[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] = s0 + j < p.NS ? __ldcg(slot + (s0 + j) * kSlot) : 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      acc += x[j];
+      if (s0 + j < p.NS) slot[(s0 + j) * kSlot] = acc;
+    }
   }
 }
 

@@ -266,3 +266,19 @@ def test_emulated_kernel_matches_float64(length, gv, normalize, with_state, reg_
   assert rel_err(kv, ref_kv) <= 1e-2
   assert rel_err(ks, ref_ks) <= 1e-2
   assert np.all(state[:, gv + 1:] == 0)  # the padding columns of [V, 1, 0] stay zero
+
+
+@pytest.mark.parametrize("num_segments", [1, 2, 8, 9, 16, 17])
+def test_prefix_kernel_loop(num_segments):
+  """prefix_kernel's batched running sum: slot 0 = initial, slot s = slot s - 1 + partial s."""
+  rng = np.random.default_rng(num_segments)
+  slots = rng.normal(size=num_segments)          # slot 0: the initial state, then the partial sums
+  want = np.cumsum(slots)
+  acc, out = slots[0], slots.copy()
+  for s0 in range(1, num_segments, 8):            # transcription of the CUDA loop
+    x = [out[s0 + j] if s0 + j < num_segments else 0.0 for j in range(8)]
+    for j in range(8):
+      acc += x[j]
+      if s0 + j < num_segments:
+        out[s0 + j] = acc
+  np.testing.assert_allclose(out, want)
