@@ -174,6 +174,12 @@ __device__ __forceinline__ void pin(float (&d)[R]) {
 #pragma unroll
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
+// The same for packed A fragments: their producing instructions stay before the wgmma fence.
+template <int R>
+__device__ __forceinline__ void pin(uint32_t (&a)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+r"(a[i])::"memory");
+}
 
 // d (+)= A . B for one K = 16 slice: A [64, 16] and B [N, 16] (K-major) described in shared memory, bf16 in,
 // fp32 accumulate. kAcc = 0 overwrites d. Accumulator fragment (per thread, N/2 floats): element 4 j + 2 h + e
@@ -440,6 +446,8 @@ __device__ __forceinline__ void key_update_registers(float (&s)[3][N / 2], uint3
     pin(s[g]);
     pin(t);
     pin(r);
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) pin(a[ks]);
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) wgmma_bf16_rs<N, 1>(s[g], a[ks], make_desc(vt + ks * NA * kAtom));
@@ -605,6 +613,10 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
       // O = psi_q(Q) bf16(S) + P [V, 1, 0].
       float o[NR];
       pin(o);
+      if constexpr (kRegA) {
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) pin(pa[ks]);
+      }
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < 12; ++ks) {
@@ -761,6 +773,8 @@ __global__ void __launch_bounds__(kThreads) selftest_kernel(const __nv_bfloat16*
   pin(acc1);
   pin(acc2);
   pin(acc3);
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) pin(a3[ks]);
   wgmma_fence();
   wgmma_bf16<64, 0>(acc1, make_desc(sa1), make_desc(sb1));
 #pragma unroll
