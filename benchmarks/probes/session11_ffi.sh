@@ -14,19 +14,20 @@
 #      B = 1, 16, 256, then 4, 64 (ffi.bench: CUPTI median of 20 calls after warm-up; JSON
 #      rewritten after every case), then the per-kernel breakdown of one call at B = 1 and 16
 #      (pass 1, prefix, pass 2, layout gathers) into ffi_bench.log;
-#   4. the gpu-marked tests of tests/ffi (both kernels, -x) into ffi_pytest.log.
-# Each stage has its own timeout (sum 410 s, under 7 minutes), so a hang in one leaves time for the others.
+#   4. the gpu-marked tests of tests/ffi (forward tests for both kernels, -x) into ffi_pytest.log.
+# Each stage has its own timeout (sum 405 s, under 7 minutes), so a hang in one leaves time for
+# the others (session 7's gpu tests spent ~50 s compiling the grad test's XLA backward alone).
 # Files back: ffi_build.log, ffi_diag.log, ffi_diag_rega.log, ffi_bench.log, ffi_bench.json,
 # ffi_pytest.log.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-timeout 90 python3 -m ffi.build -v > $OUT/ffi_build.log 2>&1
+timeout 75 python3 -m ffi.build -v > $OUT/ffi_build.log 2>&1
 echo "build rc=$? $(tail -n 1 $OUT/ffi_build.log | cut -c1-200)"
-timeout 40 python3 -m ffi.diagnose --kernel wgmma > $OUT/ffi_diag.log 2>&1
+timeout 35 python3 -m ffi.diagnose --kernel wgmma > $OUT/ffi_diag.log 2>&1
 echo "diagnose rc=$?"; grep -E "^wgmma|rror" $OUT/ffi_diag.log | cut -c1-240
-BASED_JAX_WGMMA_REGA=1 timeout 40 python3 -m ffi.diagnose --kernel wgmma > $OUT/ffi_diag_rega.log 2>&1
+BASED_JAX_WGMMA_REGA=1 timeout 35 python3 -m ffi.diagnose --kernel wgmma > $OUT/ffi_diag_rega.log 2>&1
 echo "diagnose (rega) rc=$?"; grep -E "^wgmma|rror" $OUT/ffi_diag_rega.log | cut -c1-240
 timeout 100 python3 -m ffi.bench --quick --kernel all --batches 1,16,256,4,64 --iterations 20 \
   --breakdown-batches 1,16 --out $OUT/ffi_bench.json > $OUT/ffi_bench.log 2>&1
 echo "bench rc=$?"; grep -E "median|FAILED|rror|breakdown .*(kernels,|wgmma_kernel|prefix)" $OUT/ffi_bench.log | cut -c1-200
-timeout 140 python3 -m pytest -q -x -m gpu tests/ffi > $OUT/ffi_pytest.log 2>&1
-echo "pytest rc=$?"; tail -n 4 $OUT/ffi_pytest.log | cut -c1-240
+timeout 160 python3 -m pytest -q -x --durations=6 -m gpu tests/ffi > $OUT/ffi_pytest.log 2>&1
+echo "pytest rc=$?"; grep -E "^(FAILED|ERROR)|passed|failed" $OUT/ffi_pytest.log | tail -n 6 | cut -c1-240

@@ -1,9 +1,9 @@
 """The CUDA kernels on a Hopper GPU against a float64 NumPy oracle (gpu-marked: skipped without a GPU).
 
-Every test runs for both kernels (kernel="mma_sync", the default, and kernel="wgmma"): fresh random
-inputs per case, odd lengths, both variants, Dv 64 and 112, initial states drawn from real prefix
-sums, outputs poisoned with NaN before the kernel writes them, jit and vmap, a tensor past 2^31
-elements, and gradients.
+Every forward test runs for both kernels (kernel="mma_sync", the default, and kernel="wgmma"):
+fresh random inputs per case, odd lengths, both variants, Dv 64 and 112, initial states drawn from
+real prefix sums, outputs poisoned with NaN before the kernel writes them, jit and vmap, a tensor
+past 2^31 elements; gradients (the same XLA backward for both) through the default kernel.
 """
 
 import functools
@@ -121,7 +121,9 @@ def test_past_2_pow_31_elements(kernel):
     assert _rel(state.k_state[row:row + 1], ref_ks) <= TOL
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+# The backward is the kernel-independent XLA VJP (custom_vjp), and compiling it takes ~50 s on the
+# H200: checked once, through the default kernel.
+@pytest.mark.parametrize("kernel", [KERNELS[0]])
 def test_grad_matches_float32_reference(kernel):
   import ffi
   from based_jax.ops import LinearAttentionState, quadratic_linear_attention
