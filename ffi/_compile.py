@@ -8,10 +8,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("based_attention.cu")
+SOURCE = Path(__file__).with_name("based_attention.cu")  # the mma.sync kernel (the default)
+# Further sources compiled into the same library: the wgmma kernel (kernel="wgmma").
+EXTRA_SOURCES = (Path(__file__).with_name("based_attention_wgmma.cu"),)
 LIBRARY_NAME = "libbased_attention.so"
 # Exported handler symbols (extern "C", one per FFI target).
-HANDLER_SYMBOLS = ("BasedLinearAttentionFwd", "BasedLinearAttentionFwdInit", "BasedLinearAttentionFwdInto")
+HANDLER_SYMBOLS = (
+    "BasedLinearAttentionFwd", "BasedLinearAttentionFwdInit", "BasedLinearAttentionFwdInto",
+    "BasedLinearAttentionWgmmaFwd", "BasedLinearAttentionWgmmaFwdInit", "BasedLinearAttentionWgmmaFwdInto",
+    "BasedWgmmaSelfTest",
+)
 NVCC_FLAGS = (
     "-O3",
     "-std=c++17",
@@ -54,9 +60,10 @@ def _jaxlib_version() -> str:
 
 
 def cache_key() -> str:
-  """Hash of the CUDA source, the nvcc flags and the jaxlib version (16 hex digits)."""
+  """Hash of the CUDA sources, the nvcc flags and the jaxlib version (16 hex digits)."""
   digest = hashlib.sha256()
-  digest.update(SOURCE.read_bytes())
+  for source in (SOURCE, *EXTRA_SOURCES):
+    digest.update(source.read_bytes())
   digest.update("\0".join(NVCC_FLAGS).encode())
   digest.update(_jaxlib_version().encode())
   return digest.hexdigest()[:16]
@@ -73,11 +80,12 @@ def default_library_path() -> Path:
 
 
 def nvcc_command(nvcc: str, output: Path) -> list[str]:
-  return [nvcc, *NVCC_FLAGS, f"-I{include_dir()}", str(SOURCE), "-o", str(output)]
+  sources = [str(path) for path in (SOURCE, *EXTRA_SOURCES)]
+  return [nvcc, *NVCC_FLAGS, f"-I{include_dir()}", *sources, "-o", str(output)]
 
 
 def build(out_dir: str | os.PathLike | None = None, *, nvcc: str | None = None, verbose: bool = False) -> Path:
-  """Compile `based_attention.cu`; return the library path. Raises BuildError with nvcc's output.
+  """Compile `based_attention.cu` and EXTRA_SOURCES into one library; return its path. Raises BuildError with nvcc's output.
 
   The library is written to a temporary name and renamed, so concurrent builds never load a
   half-written file.

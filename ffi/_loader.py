@@ -14,6 +14,10 @@ TARGETS = {
     "based_jax_linear_attention_fwd": "BasedLinearAttentionFwd",
     "based_jax_linear_attention_fwd_init": "BasedLinearAttentionFwdInit",
     "based_jax_linear_attention_fwd_into": "BasedLinearAttentionFwdInto",
+    "based_jax_linear_attention_wgmma_fwd": "BasedLinearAttentionWgmmaFwd",
+    "based_jax_linear_attention_wgmma_fwd_init": "BasedLinearAttentionWgmmaFwdInit",
+    "based_jax_linear_attention_wgmma_fwd_into": "BasedLinearAttentionWgmmaFwdInto",
+    "based_jax_wgmma_selftest": "BasedWgmmaSelfTest",
 }
 # Environment override: use this prebuilt library instead of the cache.
 LIBRARY_ENV = "BASED_JAX_FFI_LIBRARY"

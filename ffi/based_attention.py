@@ -1,12 +1,16 @@
-"""Based linear attention through the hand-written CUDA kernel (XLA FFI), with an XLA backward.
+"""Based linear attention through the hand-written CUDA kernels (XLA FFI), with an XLA backward.
 
 Shape legend: B batch, L length, H heads, F = 16 q/k features, E = 273 expanded features,
-Dv value dim. q, k: [B, L, H, F] bf16; v: [B, L, H, Dv] bf16; out: [B, L, H, Dv] bf16;
+R = 192 psi rows (the wgmma kernel's layout, ffi/psi_layout.py), Dv value dim.
+q, k: [B, L, H, F] bf16; v: [B, L, H, Dv] bf16; out: [B, L, H, Dv] bf16;
 state: kv [B, H, E, Dv] float32, k_state [B, H, E] float32.
 
-The forward is one FFI call (`based_attention.cu`). The backward is the float32 VJP of the
-pure-JAX chunked implementation (`based_jax.ops.chunked.chunked_float32_vjp`), so `jax.grad`
-works through `custom_vjp`.
+Two kernels, chosen by `kernel=`: "mma_sync" (`based_attention.cu`, the default) and "wgmma"
+(`based_attention_wgmma.cu`, Hopper wgmma with the symmetric psi features; its states are
+converted between the 273 and psi layouts here, around the call). The forward is one FFI call
+(plus those layout gathers). The backward is the float32 VJP of the pure-JAX chunked
+implementation (`based_jax.ops.chunked.chunked_float32_vjp`), so `jax.grad` works through
+`custom_vjp`.
 """
 
 import functools
@@ -19,57 +23,93 @@ import numpy as np
 from based_jax.ops.chunked import chunked_float32_vjp
 from based_jax.ops.state import EXPANDED_DIM, LinearAttentionState
 from based_jax.ops.validation import check_linear_attention_args
-from ffi import _loader, availability
+from ffi import _loader, availability, psi_layout
 
 TARGET = "based_jax_linear_attention_fwd"
 TARGET_INIT = "based_jax_linear_attention_fwd_init"
 TARGET_INTO = "based_jax_linear_attention_fwd_into"
+WGMMA_TARGET = "based_jax_linear_attention_wgmma_fwd"
+WGMMA_TARGET_INIT = "based_jax_linear_attention_wgmma_fwd_init"
+WGMMA_TARGET_INTO = "based_jax_linear_attention_wgmma_fwd_into"
+KERNELS = ("mma_sync", "wgmma")
+DEFAULT_KERNEL = "mma_sync"
 # Under jax.vmap the FFI call gets the mapped axis in front of every argument (broadcast if
 # unbatched); the kernel folds all leading axes into B, so one launch covers the whole batch.
 VMAP_METHOD = "broadcast_all"
 
 
-def _result_types(q, v):
+def _result_types(q, v, rows: int = EXPANDED_DIM):
+  """Result shapes; rows = E for the mma.sync kernel, R (psi layout) for the wgmma kernel."""
   b, _, h, _ = q.shape  # [B, L, H, F]
   dv = v.shape[-1]
   return (
       jax.ShapeDtypeStruct(v.shape, jnp.bfloat16),  # out [B, L, H, Dv]
-      jax.ShapeDtypeStruct((b, h, EXPANDED_DIM, dv), jnp.float32),  # kv [B, H, E, Dv]
-      jax.ShapeDtypeStruct((b, h, EXPANDED_DIM), jnp.float32),  # k_state [B, H, E]
+      jax.ShapeDtypeStruct((b, h, rows, dv), jnp.float32),  # kv [B, H, rows, Dv]
+      jax.ShapeDtypeStruct((b, h, rows), jnp.float32),  # k_state [B, H, rows]
   )
 
 
-def _ffi_forward(q, k, v, init, normalize: bool, eps: float):
-  """One kernel launch. init: None or (kv0 [B, H, E, Dv] f32, ks0 [B, H, E] f32)."""
+def _targets(kernel: str) -> tuple[str, str, str, int]:
+  """(plain, with-initial-state, into) FFI target names and the state rows of `kernel`."""
+  if kernel == "wgmma":
+    return WGMMA_TARGET, WGMMA_TARGET_INIT, WGMMA_TARGET_INTO, psi_layout.PSI_DIM
+  return TARGET, TARGET_INIT, TARGET_INTO, EXPANDED_DIM
+
+
+def _ffi_forward(q, k, v, init, normalize: bool, eps: float, kernel: str = DEFAULT_KERNEL):
+  """One kernel launch. init: None or (kv0 [B, H, E, Dv] f32, ks0 [B, H, E] f32); returns
+  (out, (kv, ks)) with the state in the 273 layout whichever kernel ran."""
   _loader.ensure_registered()
+  plain, with_init, _, rows = _targets(kernel)
   attrs = dict(normalize=bool(normalize), eps=np.float32(eps))
+  wgmma = kernel == "wgmma"
   if init is None:
-    call = jax.ffi.ffi_call(TARGET, _result_types(q, v), vmap_method=VMAP_METHOD)
+    call = jax.ffi.ffi_call(plain, _result_types(q, v, rows), vmap_method=VMAP_METHOD)
     out, kv, ks = call(q, k, v, **attrs)
   else:
-    call = jax.ffi.ffi_call(TARGET_INIT, _result_types(q, v), vmap_method=VMAP_METHOD)
-    out, kv, ks = call(q, k, v, init[0], init[1], **attrs)
+    kv0, ks0 = init
+    if wgmma:  # [B, H, E, ...] -> [B, H, R, ...]
+      kv0, ks0 = psi_layout.from_273(kv0), psi_layout.from_273(ks0)
+    call = jax.ffi.ffi_call(with_init, _result_types(q, v, rows), vmap_method=VMAP_METHOD)
+    out, kv, ks = call(q, k, v, kv0, ks0, **attrs)
+  if wgmma:  # [B, H, R, ...] -> [B, H, E, ...]
+    kv, ks = psi_layout.to_273(kv), psi_layout.to_273(ks)
   return out, (kv, ks)
 
 
-def _ffi_forward_into(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf, *, normalize: bool, eps: float):
-  """Test hook: the kernel writes into the given output buffers (aliased), e.g. NaN-poisoned ones."""
+def _ffi_forward_into(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf, *, normalize: bool, eps: float,
+                      kernel: str = DEFAULT_KERNEL, internal: bool = False):
+  """Test hook: the kernel writes into the given output buffers (aliased), e.g. NaN-poisoned ones.
+
+  kv0, ks0, kv_buf, ks_buf are in the 273 layout. For kernel="wgmma" the initial state is converted
+  to psi rows and the first R rows of kv_buf / ks_buf are the buffers the kernel writes; with
+  internal=True its psi-layout state comes back unconverted (every element must be written).
+  """
   _loader.ensure_registered()
+  _, _, into, rows = _targets(kernel)
+  if kernel == "wgmma":
+    kv0, ks0 = psi_layout.from_273(kv0), psi_layout.from_273(ks0)
+    kv_buf, ks_buf = kv_buf[:, :, :rows], ks_buf[:, :, :rows]
   call = jax.ffi.ffi_call(
-      TARGET_INTO, _result_types(q, v), vmap_method=VMAP_METHOD, input_output_aliases={5: 0, 6: 1, 7: 2})
-  return call(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf, normalize=bool(normalize), eps=np.float32(eps))
+      into, _result_types(q, v, rows), vmap_method=VMAP_METHOD, input_output_aliases={5: 0, 6: 1, 7: 2})
+  out, kv, ks = call(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf, normalize=bool(normalize),
+                     eps=np.float32(eps))
+  if kernel == "wgmma" and not internal:
+    kv, ks = psi_layout.to_273(kv), psi_layout.to_273(ks)
+  return out, kv, ks
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _attention(q, k, v, init, normalize, eps):
-  return _ffi_forward(q, k, v, init, normalize, eps)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _attention(q, k, v, init, normalize, eps, kernel):
+  return _ffi_forward(q, k, v, init, normalize, eps, kernel)
 
 
-def _attention_fwd(q, k, v, init, normalize, eps):
-  return _ffi_forward(q, k, v, init, normalize, eps), (q, k, v, init)
+def _attention_fwd(q, k, v, init, normalize, eps, kernel):
+  return _ffi_forward(q, k, v, init, normalize, eps, kernel), (q, k, v, init)
 
 
-def _attention_bwd(normalize, eps, residuals, cotangents):
+def _attention_bwd(normalize, eps, kernel, residuals, cotangents):
+  del kernel  # both kernels compute the same function
   q, k, v, init = residuals
   state = None if init is None else LinearAttentionState(*init)
   out_ct, (kv_ct, ks_ct) = cotangents
@@ -81,8 +121,15 @@ def _attention_bwd(normalize, eps, residuals, cotangents):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def check_args(q, k, v, *, normalize, eps, initial_state) -> None:
+def check_kernel(kernel) -> None:
+  """ValueError naming `kernel` unless it is one of KERNELS."""
+  if not isinstance(kernel, str) or kernel not in KERNELS:
+    raise ValueError(f"ffi.linear_attention: kernel must be one of {KERNELS}; got {kernel!r}")
+
+
+def check_args(q, k, v, *, normalize, eps, initial_state, kernel=DEFAULT_KERNEL) -> None:
   """ValueError naming the argument for anything the kernel cannot take; runs before any launch."""
+  check_kernel(kernel)
   check_linear_attention_args(q, k, v, initial_state)
   for name, x in (("q", q), ("k", k), ("v", v)):
     if jnp.dtype(x.dtype) != jnp.dtype(jnp.bfloat16):
@@ -105,8 +152,9 @@ def linear_attention(
     normalize: bool,
     eps: float,
     initial_state: LinearAttentionState | None,
+    kernel: str = DEFAULT_KERNEL,
 ) -> tuple[jax.Array, LinearAttentionState]:
-  """Causal Based linear attention on the CUDA kernel.
+  """Causal Based linear attention on a CUDA kernel.
 
   Args:
     q, k: [B, L, H, 16] bfloat16 (raw; the Taylor feature map is applied in the kernel).
@@ -114,6 +162,9 @@ def linear_attention(
     normalize: divide by phi(q_i).(ks0 + sum_{j<=i} phi(k_j)) + eps, or return the numerator.
     eps: static float added to the denominator.
     initial_state: LinearAttentionState(kv [B, H, 273, Dv], k_state [B, H, 273]) or None (zeros).
+    kernel: "mma_sync" (default: based_attention.cu) or "wgmma" (based_attention_wgmma.cu, H100/H200
+      wgmma kernel; same Dv support). The wgmma kernel keeps states in the symmetric psi layout, so
+      an initial kv whose x_a x_b and x_b x_a rows differ comes back symmetrised (same readout).
 
   Returns:
     (out [B, L, H, Dv] bfloat16, LinearAttentionState(kv [B, H, 273, Dv] float32,
@@ -123,12 +174,12 @@ def linear_attention(
     ValueError: bad shapes/dtypes/attributes (naming the argument), before anything runs.
     RuntimeError: the kernel cannot run here (no Hopper GPU, library missing and no nvcc).
   """
-  check_args(q, k, v, normalize=normalize, eps=eps, initial_state=initial_state)
+  check_args(q, k, v, normalize=normalize, eps=eps, initial_state=initial_state, kernel=kernel)
   reason = availability.gpu_reason() or availability.library_reason()
   if reason is not None:
     raise RuntimeError(f"ffi.linear_attention cannot run here: {reason}")
   init = None
   if initial_state is not None:
     init = (initial_state.kv.astype(jnp.float32), initial_state.k_state.astype(jnp.float32))
-  out, (kv, ks) = _attention(q, k, v, init, bool(normalize), float(eps))
+  out, (kv, ks) = _attention(q, k, v, init, bool(normalize), float(eps), kernel)
   return out, LinearAttentionState(kv, ks)

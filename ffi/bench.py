@@ -1,6 +1,10 @@
-"""Time the CUDA kernel on a Hopper GPU and write the results as JSON.
+"""Time the CUDA kernels on a Hopper GPU and write the results as JSON.
 
     python -m ffi.bench [--out benchmarks/results/ffi.json] [--iterations 30]
+                        [--kernel mma_sync|wgmma|wgmma_rega|both|all] [--batches 1,16,256]
+
+wgmma_rega is kernel="wgmma" with BASED_JAX_WGMMA_REGA=1 (its register-operand variant); both =
+mma_sync and wgmma; all = the three.
 
 Shapes: H=16, Dv=64, L=8192 with B in {1, 4, 16, 64, 128, 256}, and B=16 with L from 1k to 64k,
 normalize=True (--both adds the batch sweep with normalize=False). Each time is the median over
@@ -11,7 +15,9 @@ and S += phi(K)^T V, plus 160 * 64 for the 64-token intra-chunk block).
 """
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -37,20 +43,50 @@ def _inputs(batch: int, length: int, seed: int = 0):
   return q, k, v
 
 
-def time_case(batch: int, length: int, normalize: bool, iterations: int) -> dict:
+@contextlib.contextmanager
+def _variant(kernel: str):
+  """(ffi kernel name, environment) for a bench kernel label; wgmma_rega sets BASED_JAX_WGMMA_REGA=1."""
+  old = os.environ.get("BASED_JAX_WGMMA_REGA")
+  if kernel == "wgmma_rega":
+    os.environ["BASED_JAX_WGMMA_REGA"] = "1"
+  else:
+    os.environ.pop("BASED_JAX_WGMMA_REGA", None)
+  try:
+    yield "wgmma" if kernel == "wgmma_rega" else kernel
+  finally:
+    if old is None:
+      os.environ.pop("BASED_JAX_WGMMA_REGA", None)
+    else:
+      os.environ["BASED_JAX_WGMMA_REGA"] = old
+
+
+def time_case(batch: int, length: int, normalize: bool, iterations: int, kernel: str = "mma_sync") -> dict:
   from jax.experimental.mosaic.gpu import profiler
 
   q, k, v = _inputs(batch, length)
-  fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-12, initial_state=None))
-  jax.block_until_ready(fn(q, k, v))  # compile + warm-up
-  _, times = profiler.measure(fn, iterations=iterations)(q, k, v)
+  with _variant(kernel) as name:
+    fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-12, initial_state=None,
+                                                      kernel=name))
+    jax.block_until_ready(fn(q, k, v))  # compile + warm-up
+    _, times = profiler.measure(fn, iterations=iterations)(q, k, v)
   median_ms = statistics.median(times)
   flops = FLOP_PER_TOKEN_HEAD * batch * length * HEADS
   return {
-      "B": batch, "L": length, "H": HEADS, "Dv": VALUE_DIM, "normalize": normalize,
+      "kernel": kernel, "B": batch, "L": length, "H": HEADS, "Dv": VALUE_DIM, "normalize": normalize,
       "median_ms": median_ms, "min_ms": min(times), "max_ms": max(times), "runs": len(times),
       "tflops": flops / (median_ms * 1e-3) / 1e12,
   }
+
+
+def breakdown(batch: int, length: int, kernel: str) -> list[str]:
+  """Per-kernel CUPTI times of one normalize=True call (benchmarks.common.kernel_breakdown)."""
+  from benchmarks.common import kernel_breakdown
+
+  q, k, v = _inputs(batch, length)
+  with _variant(kernel) as name:
+    fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=True, eps=1e-12, initial_state=None,
+                                                      kernel=name))
+    return kernel_breakdown(fn, q, k, v)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,25 +95,52 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--iterations", type=int, default=30)
   parser.add_argument("--quick", action="store_true", help="L=8192 batch sweep only, normalize=True")
   parser.add_argument("--both", action="store_true", help="also the batch sweep with normalize=False")
+  parser.add_argument("--kernel", default="mma_sync", choices=("mma_sync", "wgmma", "wgmma_rega", "both", "all"),
+                      help="which kernel to time (both: mma_sync and wgmma; all: also wgmma_rega)")
+  parser.add_argument("--breakdown-batches", default="",
+                      help="after timing, print the per-kernel CUPTI breakdown of one call at these batch sizes "
+                      "(L=8192, normalize=True), for each timed kernel")
+  parser.add_argument("--batches", help="comma-separated batch sizes for the L=8192 sweep (default: "
+                      + ",".join(map(str, BATCH_SWEEP)) + ")")
   args = parser.parse_args(argv)
+  batches = tuple(int(x) for x in args.batches.split(",")) if args.batches else BATCH_SWEEP
+  kernels = {"both": ("mma_sync", "wgmma"), "all": ("mma_sync", "wgmma", "wgmma_rega")}.get(args.kernel,
+                                                                                         (args.kernel,))
   reason = ffi.unavailable_reason(*_inputs(1, 64))
   if reason is not None:
     print(f"ffi.bench: cannot run: {reason}", file=sys.stderr)
     return 1
-  cases = [(b, 8192, True) for b in BATCH_SWEEP]
+  cases = [(b, 8192, True) for b in batches]
   if args.both:
-    cases += [(b, 8192, False) for b in BATCH_SWEEP]
+    cases += [(b, 8192, False) for b in batches]
   if not args.quick:
     cases += [(16, length, True) for length in LENGTH_SWEEP if length != 8192]
   results = []
   for batch, length, normalize in cases:
-    row = time_case(batch, length, normalize, args.iterations)
-    results.append(row)
-    print(f"B={batch:4d} L={length:6d} normalize={normalize!s:5}  median {row['median_ms']:.4f} ms  "
-          f"({row['tflops']:.0f} TFLOP/s at {FLOP_PER_TOKEN_HEAD} FLOP/token-head)", flush=True)
+    for kernel in kernels:
+      try:
+        row = time_case(batch, length, normalize, args.iterations, kernel)
+      except Exception as e:  # one failing kernel must not hide the other's numbers
+        print(f"{kernel:8s} B={batch:4d} L={length:6d}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+        results.append({"kernel": kernel, "B": batch, "L": length, "normalize": normalize,
+                        "error": f"{type(e).__name__}: {str(e)[:1000]}"})
+        continue
+      results.append(row)
+      print(f"{kernel:8s} B={batch:4d} L={length:6d} normalize={normalize!s:5}  median {row['median_ms']:.4f} ms  "
+            f"({row['tflops']:.0f} TFLOP/s at {FLOP_PER_TOKEN_HEAD} FLOP/token-head)", flush=True)
+      with open(args.out, "w") as f:  # after every case, so a timeout keeps what was measured
+        json.dump({"partial": True, "results": results}, f, indent=1)
+  for batch in (int(x) for x in args.breakdown_batches.split(",") if x):
+    for kernel in kernels:
+      try:
+        for line in breakdown(batch, 8192, kernel):
+          print(f"breakdown {kernel} B={batch}: {line}", flush=True)
+      except Exception as e:
+        print(f"breakdown {kernel} B={batch}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
   device = jax.devices()[0]
   report = {
-      "what": "ffi CUDA kernel (mma.sync), forward, bf16 in/out, fp32 state; median GPU kernel time per call",
+      "what": "ffi CUDA kernels (" + ", ".join(kernels) + "), forward, bf16 in/out, fp32 state; median GPU "
+              "kernel time per call (all kernels of the jitted call, layout gathers included)",
       "timer": f"jax.experimental.mosaic.gpu.profiler.measure (CUPTI), {args.iterations} runs after warm-up",
       "device": device.device_kind, "jax": jax.__version__, "python": platform.python_version(),
       "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -112,3 +112,64 @@ def test_library_reason(monkeypatch, tmp_path):
   assert availability.library_reason() is None  # built already
   assert _loader.library_path() == built
 
+
+
+@pytest.mark.parametrize("kernel", ["bogus", "WGMMA", None, 1])
+def test_unknown_kernel_raises_value_error_naming_it(kernel):
+  q, k, v = _args()
+  with pytest.raises(ValueError, match=r"\bkernel\b"):
+    ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None, kernel=kernel)
+
+
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        (lambda q, k, v: (q.astype(jnp.float32), k, v), "q"),
+        (lambda q, k, v: (q, k, v[..., :48]), "v"),
+        (lambda q, k, v: (q, k[:, :4], v), "k"),
+    ],
+)
+def test_wgmma_kernel_validates_like_the_default(change, name, monkeypatch):
+  def fail():
+    raise AssertionError("library loaded for invalid arguments")
+
+  monkeypatch.setattr(_loader, "ensure_registered", fail)
+  q, k, v = change(*_args())
+  with pytest.raises(ValueError, match=rf"\b{name}\b"):
+    ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None, kernel="wgmma")
+
+
+def test_kernel_selection_and_targets():
+  from ffi import _compile
+  from ffi import based_attention as ba
+
+  assert ba.KERNELS == ("mma_sync", "wgmma") and ba.DEFAULT_KERNEL == "mma_sync"
+  assert ba._targets("mma_sync") == (ba.TARGET, ba.TARGET_INIT, ba.TARGET_INTO, 273)
+  assert ba._targets("wgmma") == (ba.WGMMA_TARGET, ba.WGMMA_TARGET_INIT, ba.WGMMA_TARGET_INTO, 192)
+  for target in ba._targets("wgmma")[:3] + ba._targets("mma_sync")[:3]:
+    assert _loader.TARGETS[target] in _compile.HANDLER_SYMBOLS
+  out, kv, ks = ba._result_types(*_args()[::2], rows=192)
+  assert kv.shape == (2, 3, 192, 64) and ks.shape == (2, 3, 192) and out.shape == (2, 5, 3, 64)
+
+
+def test_wgmma_kernel_needs_a_gpu_here():
+  q, k, v = _args()
+  if jax.default_backend() != "gpu":
+    with pytest.raises(RuntimeError, match="GPU"):
+      ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None, kernel="wgmma")
+
+
+def test_wgmma_forward_traces_with_state_conversions(monkeypatch):
+  """The wgmma path's jaxpr (no GPU needed to trace): psi-shaped FFI results, converted to 273 rows."""
+  from ffi import based_attention as ba
+
+  monkeypatch.setattr(_loader, "ensure_registered", lambda: None)
+  q, k, v = _args(dv=112)
+  kv0 = jnp.zeros((2, 3, 273, 112), jnp.float32)
+  ks0 = jnp.zeros((2, 3, 273), jnp.float32)
+  shapes = jax.eval_shape(lambda q, k, v, a, b: ba._ffi_forward(q, k, v, (a, b), True, 1e-6, "wgmma"),
+                          q, k, v, kv0, ks0)
+  out, (kv, ks) = shapes
+  assert out.shape == v.shape and kv.shape == (2, 3, 273, 112) and ks.shape == (2, 3, 273)
+  text = str(jax.make_jaxpr(lambda q, k, v: ba._ffi_forward(q, k, v, None, False, 0.0, "wgmma"))(q, k, v))
+  assert ba.WGMMA_TARGET in text and "192" in text

@@ -1,9 +1,12 @@
-"""The CUDA kernel on a Hopper GPU against a float64 NumPy oracle (gpu-marked: skipped without a GPU).
+"""The CUDA kernels on a Hopper GPU against a float64 NumPy oracle (gpu-marked: skipped without a GPU).
 
-Fresh random inputs per case, odd lengths, both variants, Dv 64 and 112, initial states drawn from
+Every forward test runs for both kernels (kernel="mma_sync", the default, and kernel="wgmma"):
+fresh random inputs per case, odd lengths, both variants, Dv 64 and 112, initial states drawn from
 real prefix sums, outputs poisoned with NaN before the kernel writes them, jit and vmap, a tensor
-past 2^31 elements, and gradients.
+past 2^31 elements; gradients (the same XLA backward for both) through the default kernel.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +19,7 @@ from tests.float64_reference import rel_err as _rel
 pytestmark = pytest.mark.gpu
 
 TOL = 1e-2  # ||out - ref|| / ||ref|| for bf16 inputs
+KERNELS = ("mma_sync", "wgmma")
 
 
 CASES = [  # B, L, H, Dv, normalize, with_state
@@ -28,11 +32,14 @@ CASES = [  # B, L, H, Dv, normalize, with_state
     (1, 1000, 3, 112, True, True),
     (1, 200, 70, 64, True, False),  # B*H*groups < #SMs but one segment
     (3, 130, 50, 112, False, True),  # B*H*groups > #SMs: no sequence split
+    (1, 2049, 2, 64, True, True),  # 33 chunks: sequence split into segments, partial last chunk
+    (1, 777, 1, 128, False, True),  # two 64-column groups
 ]
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("b,length,h,dv,normalize,with_state", CASES)
-def test_matches_float64_oracle_under_jit(b, length, h, dv, normalize, with_state):
+def test_matches_float64_oracle_under_jit(b, length, h, dv, normalize, with_state, kernel):
   import ffi
   from based_jax.ops import LinearAttentionState
 
@@ -40,7 +47,7 @@ def test_matches_float64_oracle_under_jit(b, length, h, dv, normalize, with_stat
                         with_state=with_state)
   state = None if init is None else LinearAttentionState(jnp.asarray(init[0]), jnp.asarray(init[1]))
   fn = jax.jit(lambda q, k, v, s: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-6,
-                                                       initial_state=s))
+                                                       initial_state=s, kernel=kernel))
   out, final = fn(q, k, v, state)
   assert out.shape == v.shape and out.dtype == jnp.bfloat16
   assert final.kv.shape == (b, h, 273, dv) and final.kv.dtype == jnp.float32
@@ -53,24 +60,31 @@ def test_matches_float64_oracle_under_jit(b, length, h, dv, normalize, with_stat
   assert _rel(final.k_state, ref_ks) <= TOL
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("b,length,h,dv,normalize", [(1, 65, 2, 64, True), (2, 1000, 3, 112, False),
-                                                       (1, 300, 80, 64, False)])
-def test_every_output_element_is_written(b, length, h, dv, normalize):
+                                                       (1, 300, 80, 64, False), (1, 3000, 2, 64, True)])
+def test_every_output_element_is_written(b, length, h, dv, normalize, kernel):
   """Outputs aliased to NaN-filled buffers: any element the kernel skips stays NaN."""
   from ffi.based_attention import _ffi_forward_into
 
   q, k, v, (kv0, ks0) = _draw(7 + length, b, length, h, dv, with_state=True)
   poison = (jnp.full(v.shape, jnp.nan, jnp.bfloat16), jnp.full((b, h, 273, dv), jnp.nan, jnp.float32),
             jnp.full((b, h, 273), jnp.nan, jnp.float32))
-  fn = jax.jit(lambda *args: _ffi_forward_into(*args, normalize=normalize, eps=1e-6))
+  fn = jax.jit(lambda *args: _ffi_forward_into(*args, normalize=normalize, eps=1e-6, kernel=kernel))
   out, kv, ks = fn(q, k, v, jnp.asarray(kv0), jnp.asarray(ks0), *poison)
+  if kernel == "wgmma":  # its own psi-layout state, unconverted: every element written
+    raw = jax.jit(lambda *args: _ffi_forward_into(*args, normalize=normalize, eps=1e-6, kernel=kernel,
+                                                  internal=True))(q, k, v, jnp.asarray(kv0), jnp.asarray(ks0),
+                                                                  *poison)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in raw)
   ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=normalize, eps=1e-6, kv0=kv0, ks0=ks0)
   assert _rel(out, ref_out) <= TOL
   assert _rel(kv, ref_kv) <= TOL
   assert _rel(ks, ref_ks) <= TOL
 
 
-def test_dispatch_impl_ffi_and_vmap():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_dispatch_impl_ffi_and_vmap(kernel):
   """based_jax.ops dispatch to the kernel, and jax.vmap over an extra leading axis."""
   import ffi
   from based_jax.ops import linear_attention
@@ -78,7 +92,8 @@ def test_dispatch_impl_ffi_and_vmap():
   q, k, v, _ = _draw(11, 2 * 2, 129, 3, 64, with_state=False)
   qs, ks_, vs = (x.reshape(2, 2, *x.shape[1:]) for x in (q, k, v))  # [V, B, L, H, .]
   batched = jax.jit(jax.vmap(
-      lambda q, k, v: ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None)))
+      lambda q, k, v: ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None,
+                                           kernel=kernel)))
   out, state = batched(qs, ks_, vs)
   assert out.shape == (2, 2, 129, 3, 64) and state.kv.shape == (2, 2, 3, 273, 64)
   ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=True, eps=1e-6)
@@ -89,7 +104,8 @@ def test_dispatch_impl_ffi_and_vmap():
   assert _rel(out2, ref_out) <= TOL
 
 
-def test_past_2_pow_31_elements():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_past_2_pow_31_elements(kernel):
   """v and out hold more than 2^31 elements: rows at the far end must use 64-bit offsets."""
   import ffi
 
@@ -97,7 +113,7 @@ def test_past_2_pow_31_elements():
   assert b * length * h * dv > 2**31
   q, k, v, _ = _draw(5, b, length, h, dv, with_state=False)
   out, state = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=False, eps=0.0,
-                                                            initial_state=None))(q, k, v)
+                                                            initial_state=None, kernel=kernel))(q, k, v)
   for row in (0, b - 1):
     ref_out, ref_kv, ref_ks = _oracle(q[row:row + 1], k[row:row + 1], v[row:row + 1], normalize=False, eps=0.0)
     assert _rel(out[row:row + 1], ref_out) <= TOL
@@ -105,7 +121,10 @@ def test_past_2_pow_31_elements():
     assert _rel(state.k_state[row:row + 1], ref_ks) <= TOL
 
 
-def test_grad_matches_float32_reference():
+# The backward is the kernel-independent XLA VJP (custom_vjp), and compiling it takes ~50 s on the
+# H200: checked once, through the default kernel.
+@pytest.mark.parametrize("kernel", [KERNELS[0]])
+def test_grad_matches_float32_reference(kernel):
   import ffi
   from based_jax.ops import LinearAttentionState, quadratic_linear_attention
 
@@ -118,7 +137,8 @@ def test_grad_matches_float32_reference():
     out, final = fn(q, k, v, normalize=True, eps=1e-6, initial_state=LinearAttentionState(kv0, state.k_state))
     return jnp.sum(out.astype(jnp.float32) * w) + 1e-3 * jnp.sum(final.kv * wk)
 
-  got = jax.jit(jax.grad(lambda *a: loss(ffi.linear_attention, *a), argnums=(0, 1, 2, 3)))(q, k, v, state.kv)
+  attention = functools.partial(ffi.linear_attention, kernel=kernel)
+  got = jax.jit(jax.grad(lambda *a: loss(attention, *a), argnums=(0, 1, 2, 3)))(q, k, v, state.kv)
   f32 = [x.astype(jnp.float32) for x in (q, k, v)]
   want = jax.grad(lambda *a: loss(quadratic_linear_attention, *a), argnums=(0, 1, 2, 3))(*f32, state.kv)
   for g, r in zip(got, want):
