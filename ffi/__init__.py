@@ -3,9 +3,10 @@
     from ffi import linear_attention, unavailable_reason
 
 Both follow the kernel plug-in contract of docs/design.md. `linear_attention(..., kernel=...)`
-picks the CUDA kernel: "mma_sync" (based_attention.cu, the default) or "wgmma"
-(based_attention_wgmma.cu, Hopper wgmma with the symmetric psi features of ffi/psi_layout.py);
-both live in one library. The library is compiled on first use (`python -m ffi.build` does it
+picks the CUDA kernel: "wgmma" (the default) or "wgmma_smem" (based_attention_wgmma.cu, Hopper
+wgmma with the symmetric psi features of ffi/psi_layout.py, A operands of two products in
+registers or in shared memory), or "mma_sync" (based_attention.cu, the first kernel); all live in
+one library. The library is compiled on first use (`python -m ffi.build` does it
 ahead of time) and cached under ~/.cache/based_jax/ffi/. Importing this package needs neither
 nvcc nor a GPU.
 """

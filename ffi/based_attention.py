@@ -5,9 +5,11 @@ R = 192 psi rows (the wgmma kernel's layout, ffi/psi_layout.py), Dv value dim.
 q, k: [B, L, H, F] bf16; v: [B, L, H, Dv] bf16; out: [B, L, H, Dv] bf16;
 state: kv [B, H, E, Dv] float32, k_state [B, H, E] float32.
 
-Two kernels, chosen by `kernel=`: "mma_sync" (`based_attention.cu`, the default) and "wgmma"
-(`based_attention_wgmma.cu`, Hopper wgmma with the symmetric psi features; its states are
-converted between the 273 and psi layouts here, around the call). The forward is one FFI call
+Three kernels, chosen by `kernel=`: "wgmma" (the default) and "wgmma_smem"
+(`based_attention_wgmma.cu`, Hopper wgmma with the symmetric psi features; "wgmma" feeds two of its
+products' A operands from registers, "wgmma_smem" from shared memory; their states are converted
+between the 273 and psi layouts here, around the call), and "mma_sync" (`based_attention.cu`, the
+first kernel, half as fast on the H200: docs/benchmarks.md, s11f). The forward is one FFI call
 (plus those layout gathers). The backward is the float32 VJP of the pure-JAX chunked
 implementation (`based_jax.ops.chunked.chunked_float32_vjp`), so `jax.grad` works through
 `custom_vjp`.
@@ -31,8 +33,8 @@ TARGET_INTO = "based_jax_linear_attention_fwd_into"
 WGMMA_TARGET = "based_jax_linear_attention_wgmma_fwd"
 WGMMA_TARGET_INIT = "based_jax_linear_attention_wgmma_fwd_init"
 WGMMA_TARGET_INTO = "based_jax_linear_attention_wgmma_fwd_into"
-KERNELS = ("mma_sync", "wgmma")
-DEFAULT_KERNEL = "mma_sync"
+KERNELS = ("wgmma", "wgmma_smem", "mma_sync")
+DEFAULT_KERNEL = "wgmma"  # the fastest measured at every batch size (s11f)
 # Under jax.vmap the FFI call gets the mapped axis in front of every argument (broadcast if
 # unbatched); the kernel folds all leading axes into B, so one launch covers the whole batch.
 VMAP_METHOD = "broadcast_all"
@@ -49,9 +51,21 @@ def _result_types(q, v, rows: int = EXPANDED_DIM):
   )
 
 
+def _is_wgmma(kernel: str) -> bool:
+  return kernel.startswith("wgmma")
+
+
+def _kernel_attrs(kernel: str, normalize: bool, eps: float) -> dict:
+  """The FFI attributes of a launch of `kernel`."""
+  attrs = dict(normalize=bool(normalize), eps=np.float32(eps))
+  if _is_wgmma(kernel):
+    attrs["register_operands"] = kernel == "wgmma"
+  return attrs
+
+
 def _targets(kernel: str) -> tuple[str, str, str, int]:
   """(plain, with-initial-state, into) FFI target names and the state rows of `kernel`."""
-  if kernel == "wgmma":
+  if _is_wgmma(kernel):
     return WGMMA_TARGET, WGMMA_TARGET_INIT, WGMMA_TARGET_INTO, psi_layout.PSI_DIM
   return TARGET, TARGET_INIT, TARGET_INTO, EXPANDED_DIM
 
@@ -61,8 +75,8 @@ def _ffi_forward(q, k, v, init, normalize: bool, eps: float, kernel: str = DEFAU
   (out, (kv, ks)) with the state in the 273 layout whichever kernel ran."""
   _loader.ensure_registered()
   plain, with_init, _, rows = _targets(kernel)
-  attrs = dict(normalize=bool(normalize), eps=np.float32(eps))
-  wgmma = kernel == "wgmma"
+  attrs = _kernel_attrs(kernel, normalize, eps)
+  wgmma = _is_wgmma(kernel)
   if init is None:
     call = jax.ffi.ffi_call(plain, _result_types(q, v, rows), vmap_method=VMAP_METHOD)
     out, kv, ks = call(q, k, v, **attrs)
@@ -81,20 +95,20 @@ def _ffi_forward_into(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf, *, normalize: 
                       kernel: str = DEFAULT_KERNEL, internal: bool = False):
   """Test hook: the kernel writes into the given output buffers (aliased), e.g. NaN-poisoned ones.
 
-  kv0, ks0, kv_buf, ks_buf are in the 273 layout. For kernel="wgmma" the initial state is converted
+  kv0, ks0, kv_buf, ks_buf are in the 273 layout. For the wgmma kernels the initial state is converted
   to psi rows and the first R rows of kv_buf / ks_buf are the buffers the kernel writes; with
   internal=True its psi-layout state comes back unconverted (every element must be written).
   """
   _loader.ensure_registered()
   _, _, into, rows = _targets(kernel)
-  if kernel == "wgmma":
+  if _is_wgmma(kernel):
     kv0, ks0 = psi_layout.from_273(kv0), psi_layout.from_273(ks0)
     kv_buf, ks_buf = kv_buf[:, :, :rows], ks_buf[:, :, :rows]
   call = jax.ffi.ffi_call(
       into, _result_types(q, v, rows), vmap_method=VMAP_METHOD, input_output_aliases={5: 0, 6: 1, 7: 2})
-  out, kv, ks = call(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf, normalize=bool(normalize),
-                     eps=np.float32(eps))
-  if kernel == "wgmma" and not internal:
+  out, kv, ks = call(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf,
+                     **_kernel_attrs(kernel, normalize, eps))
+  if _is_wgmma(kernel) and not internal:
     kv, ks = psi_layout.to_273(kv), psi_layout.to_273(ks)
   return out, kv, ks
 
@@ -109,7 +123,7 @@ def _attention_fwd(q, k, v, init, normalize, eps, kernel):
 
 
 def _attention_bwd(normalize, eps, kernel, residuals, cotangents):
-  del kernel  # both kernels compute the same function
+  del kernel  # every kernel computes the same function
   q, k, v, init = residuals
   state = None if init is None else LinearAttentionState(*init)
   out_ct, (kv_ct, ks_ct) = cotangents
@@ -162,9 +176,11 @@ def linear_attention(
     normalize: divide by phi(q_i).(ks0 + sum_{j<=i} phi(k_j)) + eps, or return the numerator.
     eps: static float added to the denominator.
     initial_state: LinearAttentionState(kv [B, H, 273, Dv], k_state [B, H, 273]) or None (zeros).
-    kernel: "mma_sync" (default: based_attention.cu) or "wgmma" (based_attention_wgmma.cu, H100/H200
-      wgmma kernel; same Dv support). The wgmma kernel keeps states in the symmetric psi layout, so
-      an initial kv whose x_a x_b and x_b x_a rows differ comes back symmetrised (same readout).
+    kernel: "wgmma" (default) or "wgmma_smem" (based_attention_wgmma.cu, the H100/H200 wgmma
+      kernel with two products' A operands in registers or in shared memory), or "mma_sync"
+      (based_attention.cu, the first kernel, half as fast); same Dv support. The wgmma kernels
+      keep states in the symmetric psi layout, so an initial kv whose x_a x_b and x_b x_a rows
+      differ comes back symmetrised (same readout).
 
   Returns:
     (out [B, L, H, Dv] bfloat16, LinearAttentionState(kv [B, H, 273, Dv] float32,

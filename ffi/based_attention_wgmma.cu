@@ -36,15 +36,18 @@
 //     the last), a barrier, the output product (1 wait), the k side's first products under the output stores,
 //     a barrier, psi_k^T in 2 more waits, a barrier, the state update (1 wait). About 246 registers per thread,
 //     ~109 KiB of shared memory per CTA: two CTAs per SM.
-//   * BASED_JAX_WGMMA_REGA=1 (host environment, read at each call; off by default) selects a variant that feeds
-//     P and psi_k(K)^T to the wgmmas from registers (A fragments packed from the fp32 products) instead of
-//     shared memory: no psi_k^T / P stores and two barriers less per chunk, like the Pallas kernel's
+//   * The FFI attribute register_operands (kernel="wgmma" in Python; "wgmma_smem" sets it false) feeds P and
+//     psi_k(K)^T to the wgmmas from registers (A fragments packed from the fp32 products) instead of shared
+//     memory: no psi_k^T / P stores and two barriers less per chunk, like the Pallas kernel's
 //     operand_staging="registers". Its only new convention is the register A fragment (checked by the self-test).
 //
-// Status when written (session 11): compiled for sm_90a, never run on a GPU. The descriptor fields follow the
-// PTX ISA's matrix-descriptor table (K-major, 32-byte swizzle: LBO unused = 1, SBO = offset between 8-row
-// groups, base offset 0 for 256-byte-aligned atoms) and Mosaic GPU's encoder; the index arithmetic of the chunk
-// loop is emulated on CPU by tests/ffi/test_ffi_wgmma_emulation.py; BasedWgmmaSelfTest (run by ffi.diagnose)
+// Status: written without a GPU in session 11, then run on an H200 in the same session (s11f in
+// docs/benchmarks.md): the self-test and every gpu-marked test passed on the first run; L 8192, H 16, Dv 64,
+// normalize=True, CUPTI median of 20: B = 1 / 16 / 256 0.0860 / 0.6132 / 9.6502 ms with register operands,
+// 0.0901 / 0.6516 / 9.9944 ms with shared-memory ones (the mma.sync kernel: 0.1497 / 1.2586 / 19.7171 ms).
+// The descriptor fields follow the PTX ISA's matrix-descriptor table (K-major, 32-byte swizzle: LBO unused = 1,
+// SBO = offset between 8-row groups, base offset 0 for 256-byte-aligned atoms); the index arithmetic of the
+// chunk loop is emulated on CPU by tests/ffi/test_ffi_wgmma_emulation.py; BasedWgmmaSelfTest (ffi.diagnose)
 // checks the hardware conventions alone on the GPU.
 
 #include <cuda_bf16.h>
@@ -878,18 +881,10 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
-// Experimental variant, off by default: BASED_JAX_WGMMA_REGA=1 feeds P and psi_k(K)^T to the wgmmas from
-// registers instead of shared memory (fewer smem stores, two barriers less per chunk). Read at every call, so
-// a benchmark can compare both in one process.
-bool register_a_operands() {
-  const char* value = std::getenv("BASED_JAX_WGMMA_REGA");
-  return value != nullptr && value[0] == '1';
-}
-
 ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
                    ffi::AnyBuffer v, const ffi::AnyBuffer* kv0, const ffi::AnyBuffer* ks0, bool normalize,
-                   float eps, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
-                   ffi::Result<ffi::AnyBuffer> ks) {
+                   float eps, bool register_operands, ffi::Result<ffi::AnyBuffer> out,
+                   ffi::Result<ffi::AnyBuffer> kv, ffi::Result<ffi::AnyBuffer> ks) {
   const auto qd = q.dimensions(), vd = v.dimensions();
   if (q.element_type() != ffi::BF16 || k.element_type() != ffi::BF16 || v.element_type() != ffi::BF16 ||
       out->element_type() != ffi::BF16) {
@@ -940,7 +935,7 @@ ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out) || !aligned16(p.kv)) {
     return ffi::Error::InvalidArgument("based_attention_wgmma: q, k, v, out and kv must be 16-byte aligned");
   }
-  const bool reg_a = register_a_operands();
+  const bool reg_a = register_operands;
   if (p.Dv % 64 == 0) return reg_a ? launch<64, true>(stream, scratch, p, batch) : launch<64, false>(stream, scratch, p, batch);
   if (p.Dv % 56 == 0) return reg_a ? launch<56, true>(stream, scratch, p, batch) : launch<56, false>(stream, scratch, p, batch);
   return ffi::Error::InvalidArgument("based_attention_wgmma: Dv must be a multiple of 64 or 56; got " +
@@ -949,23 +944,28 @@ ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
 
 ffi::Error ForwardInit(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
                        ffi::AnyBuffer v, ffi::AnyBuffer kv0, ffi::AnyBuffer ks0, bool normalize, float eps,
-                       ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
+                       bool register_operands, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
                        ffi::Result<ffi::AnyBuffer> ks) {
-  return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, normalize, eps, out, kv, ks);
+  return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, normalize, eps, register_operands, out, kv,
+                 ks);
 }
 
 ffi::Error ForwardNoInit(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
-                         ffi::AnyBuffer v, bool normalize, float eps, ffi::Result<ffi::AnyBuffer> out,
-                         ffi::Result<ffi::AnyBuffer> kv, ffi::Result<ffi::AnyBuffer> ks) {
-  return forward(stream, std::move(scratch), q, k, v, nullptr, nullptr, normalize, eps, out, kv, ks);
+                         ffi::AnyBuffer v, bool normalize, float eps, bool register_operands,
+                         ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
+                         ffi::Result<ffi::AnyBuffer> ks) {
+  return forward(stream, std::move(scratch), q, k, v, nullptr, nullptr, normalize, eps, register_operands, out,
+                 kv, ks);
 }
 
 // Test entry: like ForwardInit plus three inputs aliased to the outputs (NaN-poisoned by the tests).
 ffi::Error ForwardInto(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
                        ffi::AnyBuffer v, ffi::AnyBuffer kv0, ffi::AnyBuffer ks0, ffi::AnyBuffer, ffi::AnyBuffer,
-                       ffi::AnyBuffer, bool normalize, float eps, ffi::Result<ffi::AnyBuffer> out,
-                       ffi::Result<ffi::AnyBuffer> kv, ffi::Result<ffi::AnyBuffer> ks) {
-  return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, normalize, eps, out, kv, ks);
+                       ffi::AnyBuffer, bool normalize, float eps, bool register_operands,
+                       ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
+                       ffi::Result<ffi::AnyBuffer> ks) {
+  return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, normalize, eps, register_operands, out, kv,
+                 ks);
 }
 
 ffi::Error SelfTest(cudaStream_t stream, ffi::AnyBuffer a1, ffi::AnyBuffer b1, ffi::AnyBuffer a2,
@@ -1005,6 +1005,7 @@ auto attrs_and_results(Binding binding) {
   return std::move(binding)
       .template Attr<bool>("normalize")
       .template Attr<float>("eps")
+      .template Attr<bool>("register_operands")  // P and psi_k(K)^T fed to the wgmmas from registers
       .template Ret<ffi::AnyBuffer>()   // out [..., L, H, Dv] bf16
       .template Ret<ffi::AnyBuffer>()   // kv [..., H, 192, Dv] f32 (psi layout)
       .template Ret<ffi::AnyBuffer>();  // k_state [..., H, 192] f32 (psi layout)

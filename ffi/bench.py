@@ -1,10 +1,9 @@
 """Time the CUDA kernels on a Hopper GPU and write the results as JSON.
 
     python -m ffi.bench [--out benchmarks/results/ffi.json] [--iterations 30]
-                        [--kernel mma_sync|wgmma|wgmma_rega|both|all] [--batches 1,16,256]
+                        [--kernel wgmma|wgmma_smem|mma_sync|all] [--batches 1,16,256]
 
-wgmma_rega is kernel="wgmma" with BASED_JAX_WGMMA_REGA=1 (its register-operand variant); both =
-mma_sync and wgmma; all = the three.
+--kernel names one of ffi.linear_attention's kernels (default: its default, "wgmma"), or all of them.
 
 Shapes: H=16, Dv=64, L=8192 with B in {1, 4, 16, 64, 128, 256}, and B=16 with L from 1k to 64k,
 normalize=True (--both adds the batch sweep with normalize=False). Each time is the median over
@@ -15,9 +14,7 @@ and S += phi(K)^T V, plus 160 * 64 for the 64-token intra-chunk block).
 """
 
 import argparse
-import contextlib
 import json
-import os
 import platform
 import statistics
 import sys
@@ -27,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 import ffi
+from ffi import based_attention as ffi_kernels
 
 HEADS = 16
 VALUE_DIM = 64
@@ -43,32 +41,15 @@ def _inputs(batch: int, length: int, seed: int = 0):
   return q, k, v
 
 
-@contextlib.contextmanager
-def _variant(kernel: str):
-  """(ffi kernel name, environment) for a bench kernel label; wgmma_rega sets BASED_JAX_WGMMA_REGA=1."""
-  old = os.environ.get("BASED_JAX_WGMMA_REGA")
-  if kernel == "wgmma_rega":
-    os.environ["BASED_JAX_WGMMA_REGA"] = "1"
-  else:
-    os.environ.pop("BASED_JAX_WGMMA_REGA", None)
-  try:
-    yield "wgmma" if kernel == "wgmma_rega" else kernel
-  finally:
-    if old is None:
-      os.environ.pop("BASED_JAX_WGMMA_REGA", None)
-    else:
-      os.environ["BASED_JAX_WGMMA_REGA"] = old
-
-
-def time_case(batch: int, length: int, normalize: bool, iterations: int, kernel: str = "mma_sync") -> dict:
+def time_case(batch: int, length: int, normalize: bool, iterations: int,
+              kernel: str = ffi_kernels.DEFAULT_KERNEL) -> dict:
   from jax.experimental.mosaic.gpu import profiler
 
   q, k, v = _inputs(batch, length)
-  with _variant(kernel) as name:
-    fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-12, initial_state=None,
-                                                      kernel=name))
-    jax.block_until_ready(fn(q, k, v))  # compile + warm-up
-    _, times = profiler.measure(fn, iterations=iterations)(q, k, v)
+  fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-12, initial_state=None,
+                                                    kernel=kernel))
+  jax.block_until_ready(fn(q, k, v))  # compile + warm-up
+  _, times = profiler.measure(fn, iterations=iterations)(q, k, v)
   median_ms = statistics.median(times)
   flops = FLOP_PER_TOKEN_HEAD * batch * length * HEADS
   return {
@@ -83,10 +64,9 @@ def breakdown(batch: int, length: int, kernel: str) -> list[str]:
   from benchmarks.common import kernel_breakdown
 
   q, k, v = _inputs(batch, length)
-  with _variant(kernel) as name:
-    fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=True, eps=1e-12, initial_state=None,
-                                                      kernel=name))
-    return kernel_breakdown(fn, q, k, v)
+  fn = jax.jit(lambda q, k, v: ffi.linear_attention(q, k, v, normalize=True, eps=1e-12, initial_state=None,
+                                                    kernel=kernel))
+  return kernel_breakdown(fn, q, k, v)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--iterations", type=int, default=30)
   parser.add_argument("--quick", action="store_true", help="L=8192 batch sweep only, normalize=True")
   parser.add_argument("--both", action="store_true", help="also the batch sweep with normalize=False")
-  parser.add_argument("--kernel", default="mma_sync", choices=("mma_sync", "wgmma", "wgmma_rega", "both", "all"),
-                      help="which kernel to time (both: mma_sync and wgmma; all: also wgmma_rega)")
+  parser.add_argument("--kernel", default=ffi_kernels.DEFAULT_KERNEL, choices=ffi_kernels.KERNELS + ("all",),
+                      help="which kernel to time (default: ffi.linear_attention's default; all: every kernel)")
   parser.add_argument("--breakdown-batches", default="",
                       help="after timing, print the per-kernel CUPTI breakdown of one call at these batch sizes "
                       "(L=8192, normalize=True), for each timed kernel")
@@ -104,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                       + ",".join(map(str, BATCH_SWEEP)) + ")")
   args = parser.parse_args(argv)
   batches = tuple(int(x) for x in args.batches.split(",")) if args.batches else BATCH_SWEEP
-  kernels = {"both": ("mma_sync", "wgmma"), "all": ("mma_sync", "wgmma", "wgmma_rega")}.get(args.kernel,
-                                                                                         (args.kernel,))
+  kernels = ffi_kernels.KERNELS if args.kernel == "all" else (args.kernel,)
   reason = ffi.unavailable_reason(*_inputs(1, 64))
   if reason is not None:
     print(f"ffi.bench: cannot run: {reason}", file=sys.stderr)

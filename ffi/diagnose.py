@@ -13,8 +13,8 @@ Each case isolates one path of the chunked algorithm, so that a wrong result say
   wide               Dv = 112 and Dv = 128 (value-column groups).
 Before the cases, a self-test of the wgmma conventions alone (BasedWgmmaSelfTest: one m64n64k16
 product and a four-slice m64n72k16 product staged with the kernel's swizzled layout, and the latter
-again with A from registers), against NumPy. BASED_JAX_WGMMA_REGA=1 in the environment selects the
-kernel's register-operand variant (see based_attention_wgmma.cu).
+again with A from registers), against NumPy; --kernel wgmma_smem runs the cases on the variant with
+shared-memory A operands (see based_attention_wgmma.cu).
 Prints one line per case with the relative errors of out (first chunk / later chunks), kv and
 k_state; writes them as JSON with --out. Errors <= 1e-2 are what the gpu tests require.
 """
@@ -26,6 +26,8 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ffi.based_attention import KERNELS
 
 CASES = (  # name, B, L, H, Dv, normalize, with_state
     ("one_chunk", 1, 64, 2, 64, False, False),
@@ -99,11 +101,11 @@ def run_case(kernel: str, name: str, b: int, length: int, h: int, dv: int, norma
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m ffi.diagnose", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--kernel", default="wgmma", choices=("mma_sync", "wgmma"))
+  parser.add_argument("--kernel", default="wgmma", choices=KERNELS)
   parser.add_argument("--out", help="write the rows as JSON here")
   args = parser.parse_args(argv)
   rows = []
-  if args.kernel == "wgmma":
+  if args.kernel.startswith("wgmma"):
     try:
       row = selftest()
       print(f"wgmma selftest        d1 (m64n64k16) {row['d1_m64n64k16']:.2e} ({row['d1_bad_count']} bad, first "

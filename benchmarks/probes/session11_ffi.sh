@@ -1,4 +1,5 @@
-# Prepared in session 11 for one H200: the first GPU run of the second FFI kernel, kernel="wgmma"
+# Ran in session 11 as s11f (tree 4f4d66e; its BASED_JAX_WGMMA_REGA=1 is now kernel="wgmma", and
+# its "wgmma" kernel="wgmma_smem": session11_probe7.sh). Prepared in session 11 for one H200: the first GPU run of the second FFI kernel, kernel="wgmma"
 # (ffi/based_attention_wgmma.cu: one warpgroup per (batch, head, 64-column group, segment), the
 # state in wgmma accumulators, psi features built once per chunk on the tensor cores into swizzled
 # shared memory; written without a GPU, never run before this call). The mma.sync kernel it is

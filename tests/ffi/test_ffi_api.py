@@ -143,9 +143,14 @@ def test_kernel_selection_and_targets():
   from ffi import _compile
   from ffi import based_attention as ba
 
-  assert ba.KERNELS == ("mma_sync", "wgmma") and ba.DEFAULT_KERNEL == "mma_sync"
+  assert ba.KERNELS == ("wgmma", "wgmma_smem", "mma_sync") and ba.DEFAULT_KERNEL == "wgmma"
   assert ba._targets("mma_sync") == (ba.TARGET, ba.TARGET_INIT, ba.TARGET_INTO, 273)
-  assert ba._targets("wgmma") == (ba.WGMMA_TARGET, ba.WGMMA_TARGET_INIT, ba.WGMMA_TARGET_INTO, 192)
+  for wgmma in ("wgmma", "wgmma_smem"):
+    assert ba._targets(wgmma) == (ba.WGMMA_TARGET, ba.WGMMA_TARGET_INIT, ba.WGMMA_TARGET_INTO, 192)
+  # the two wgmma kernels differ in one attribute of the same handlers
+  assert ba._kernel_attrs("wgmma", True, 1e-6)["register_operands"] is True
+  assert ba._kernel_attrs("wgmma_smem", True, 1e-6)["register_operands"] is False
+  assert "register_operands" not in ba._kernel_attrs("mma_sync", True, 1e-6)
   for target in ba._targets("wgmma")[:3] + ba._targets("mma_sync")[:3]:
     assert _loader.TARGETS[target] in _compile.HANDLER_SYMBOLS
   out, kv, ks = ba._result_types(*_args()[::2], rows=192)

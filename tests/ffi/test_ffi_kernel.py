@@ -1,9 +1,9 @@
 """The CUDA kernels on a Hopper GPU against a float64 NumPy oracle (gpu-marked: skipped without a GPU).
 
-Every forward test runs for both kernels (kernel="mma_sync", the default, and kernel="wgmma"):
+Every forward test runs for every kernel (kernel="wgmma", the default, "wgmma_smem" and "mma_sync"):
 fresh random inputs per case, odd lengths, both variants, Dv 64 and 112, initial states drawn from
 real prefix sums, outputs poisoned with NaN before the kernel writes them, jit and vmap, a tensor
-past 2^31 elements; gradients (the same XLA backward for both) through the default kernel.
+past 2^31 elements; gradients (the same XLA backward for all) through the default kernel.
 """
 
 import functools
@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ffi.based_attention import DEFAULT_KERNEL, KERNELS
 from tests.ffi.ffi_oracle import draw_inputs as _draw
 from tests.float64_reference import linear_attention_f64 as _oracle
 from tests.float64_reference import rel_err as _rel
@@ -19,7 +20,6 @@ from tests.float64_reference import rel_err as _rel
 pytestmark = pytest.mark.gpu
 
 TOL = 1e-2  # ||out - ref|| / ||ref|| for bf16 inputs
-KERNELS = ("mma_sync", "wgmma")
 
 
 CASES = [  # B, L, H, Dv, normalize, with_state
@@ -72,7 +72,7 @@ def test_every_output_element_is_written(b, length, h, dv, normalize, kernel):
             jnp.full((b, h, 273), jnp.nan, jnp.float32))
   fn = jax.jit(lambda *args: _ffi_forward_into(*args, normalize=normalize, eps=1e-6, kernel=kernel))
   out, kv, ks = fn(q, k, v, jnp.asarray(kv0), jnp.asarray(ks0), *poison)
-  if kernel == "wgmma":  # its own psi-layout state, unconverted: every element written
+  if kernel.startswith("wgmma"):  # its own psi-layout state, unconverted: every element written
     raw = jax.jit(lambda *args: _ffi_forward_into(*args, normalize=normalize, eps=1e-6, kernel=kernel,
                                                   internal=True))(q, k, v, jnp.asarray(kv0), jnp.asarray(ks0),
                                                                   *poison)
@@ -123,7 +123,7 @@ def test_past_2_pow_31_elements(kernel):
 
 # The backward is the kernel-independent XLA VJP (custom_vjp), and compiling it takes ~50 s on the
 # H200: checked once, through the default kernel.
-@pytest.mark.parametrize("kernel", [KERNELS[0]])
+@pytest.mark.parametrize("kernel", [DEFAULT_KERNEL])
 def test_grad_matches_float32_reference(kernel):
   import ffi
   from based_jax.ops import LinearAttentionState, quadratic_linear_attention
