@@ -4,7 +4,9 @@ Times, on the same bf16 inputs (q, k [B, L, H, 16], v [B, L, H, 64]):
   pallas         pallas_kernels.linear_attention (Mosaic GPU), normalize=False, KernelConfig()
   pallas_fill    the same with KernelConfig(planner="fill") (opt-in: --impls pallas,pallas_fill)
   pallas_xla_ks  KernelConfig(key_sums="xla") (opt-in, like pallas_fill)
-  ffi            ffi.linear_attention (CUDA via the XLA FFI), when ffi.unavailable_reason is None
+  ffi            ffi.linear_attention (CUDA via the XLA FFI; its default kernel, "wgmma"), when
+                 ffi.unavailable_reason is None
+  ffi_mma_sync   the same with kernel="mma_sync", the first CUDA kernel (opt-in, like pallas_fill)
   xla_chunked    based_jax.ops.linear_attention(impl="chunked")
   fla_parallel   fla.ops.based.parallel_based(use_norm=False)      (fla-core, PyTorch + Triton)
   fla_chunk      fla.ops.based.fused_chunk_based(use_norm=False)
@@ -29,8 +31,8 @@ from benchmarks import common
 BATCH_SWEEP = [(b, 8192) for b in (1, 4, 16, 64, 128, 256)]
 LENGTH_SWEEP = [(16, n) for n in (1024, 2048, 4096, 8192, 16384, 32768, 65536)]
 LONG_SWEEP = [(1, n) for n in (8192, 16384, 32768, 65536, 131072)]
-IMPLS = ("pallas", "pallas_fill", "pallas_xla_ks", "ffi", "xla_chunked", "fla_parallel",
-         "fla_chunk")
+IMPLS = ("pallas", "pallas_fill", "pallas_xla_ks", "ffi", "ffi_mma_sync", "xla_chunked",
+         "fla_parallel", "fla_chunk")
 # The XLA chunked path materialises per-chunk states: at B = 256, L = 8192, H = 16 it asked for
 # 80 GiB and the allocator's retries stalled the run, so it is skipped above B = 128 there.
 XLA_CHUNKED_MAX_TOKEN_HEADS = 128 * 8192 * 16
@@ -48,10 +50,11 @@ def _jax_impl(name):
     fn = lambda q, k, v: based_attention.linear_attention(
         q, k, v, normalize=False, eps=1e-12, initial_state=None, config=config)
     return jax.jit(fn), based_attention.unavailable_reason
-  if name == "ffi":
+  if name in ("ffi", "ffi_mma_sync"):
     import ffi  # pylint: disable=g-import-not-at-top
+    kernel = {"ffi": {}, "ffi_mma_sync": {"kernel": "mma_sync"}}[name]
     fn = lambda q, k, v: ffi.linear_attention(q, k, v, normalize=False, eps=1e-12,
-                                              initial_state=None)
+                                              initial_state=None, **kernel)
     return jax.jit(fn), ffi.unavailable_reason
   if name == "xla_chunked":
     from based_jax.ops import linear_attention  # pylint: disable=g-import-not-at-top

@@ -32,10 +32,9 @@ _KERNEL_PACKAGES = {"pallas": "pallas_kernels", "ffi": "ffi"}
 
 def _auto_order(q) -> tuple[str, ...]:
   """Kernel preference for "auto", from the measured H200 table (docs/benchmarks.md, L=8192,
-  H=16, Dv=64): pallas with its default planner is faster than ffi at every batch size
-  (0.108 vs 0.147 ms at B=1 up to 10.55 vs 19.04 ms at B=256) and at B=1 up to L=131072.
-  (Session 1's pallas, planner "fill", lost to ffi at B*H = 16: 0.157 vs 0.147 ms; the only
-  shape where ffi still measured faster is B=16, L=1024 against that planner, 0.183 vs 0.211.)"""
+  H=16, Dv=64): pallas is faster than ffi's default wgmma kernel at every batch size measured
+  (s11g: 0.0694 vs 0.0863 ms at B=1 up to 6.55 vs 9.66 ms at B=256), and faster than the first
+  (mma.sync) ffi kernel at every shape of the table, B=1 up to L=131072 included."""
   del q
   return ("pallas", "ffi")
 
