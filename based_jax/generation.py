@@ -314,7 +314,7 @@ def _prefill_program(params, input_ids, attention_mask, key, *, model, max_new_t
 def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
                     sampling: SamplingConfig, eos_token_id: int | None, pad_token_id: int,
                     vocab_size: int | None, stream: bool, decode_unroll: int = 1,
-                    iterations_per_check: int = 1):
+                    iterations_per_check: int = 1, defer_state_writes: bool = False):
   """The decode loop after the first token, on the device; `cache` is donated and updated in place.
 
   first [B] int32. Returns tokens [B, T] int32 (first included), lengths [B] int32,
@@ -329,6 +329,8 @@ def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
   limit, every row finished). With C > 1 they run in an inner loop of C iterations, a trip count
   XLA knows: on a GPU it runs them without reading anything back to the host. Up to C * U - 1
   steps may be wasted as above.
+  defer_state_writes: the linear-attention states are written once per iteration, by its last
+  step (based_jax.ops.deferred); the others read them and keep their k, v aside.
   """
   batch = first.shape[0]
   total = max_new_tokens
@@ -383,8 +385,12 @@ def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
       return iteration(carry)
     return jax.lax.fori_loop(0, iterations_per_check, lambda _, c: iteration(c), carry)
 
+  if defer_state_writes:   # U - 1 pending slots: every iteration's last step writes the state
+    cache = ops.map_linear_attention_states(lambda s: ops.defer_writes(s, unroll - 1), cache)
   carry = (jnp.int32(1), first, done, lengths, tokens, cache, key)
   _, _, done, lengths, tokens, cache, _ = jax.lax.while_loop(cond, body, carry)
+  if defer_state_writes:   # nothing is pending after an iteration: the states are complete
+    cache = ops.map_deferred_states(lambda d: d.state, cache)
   steps = jnp.max(lengths)  # the longest row: its tokens were made by the iterations that counted
   return tokens[:, :total], lengths, done, steps, cache
 
@@ -408,7 +414,8 @@ def _forget_failed_effect_tokens() -> None:
 
 _PREFILL_STATIC = ("model", "max_new_tokens", "sampling", "vocab_size", "decode_state")
 _DECODE_STATIC = ("model", "max_new_tokens", "sampling", "eos_token_id", "pad_token_id",
-                  "vocab_size", "stream", "decode_unroll", "iterations_per_check")
+                  "vocab_size", "stream", "decode_unroll", "iterations_per_check",
+                  "defer_state_writes")
 DECODE_STATES = ("full", "symmetric")
 _prefill_jit = jax.jit(_prefill_program, static_argnames=_PREFILL_STATIC)
 _decode_jit = jax.jit(_decode_program, static_argnames=_DECODE_STATIC, donate_argnames=("cache",))
@@ -417,7 +424,8 @@ _decode_jit = jax.jit(_decode_program, static_argnames=_DECODE_STATIC, donate_ar
 def lower_programs(params, input_ids, attention_mask, key, *, model, max_new_tokens: int,
                    sampling: SamplingConfig, eos_token_id: int | None, pad_token_id: int,
                    vocab_size: int | None, stream: bool, decode_state: str = "symmetric",
-                   decode_unroll: int = 1, iterations_per_check: int = 1):
+                   decode_unroll: int = 1, iterations_per_check: int = 1,
+                   defer_state_writes: bool = False):
   """(prefill, decode) `jax.stages.Lowered` of one generation, for the arguments `generate` passes.
 
   input_ids and attention_mask may be arrays or `jax.ShapeDtypeStruct`s (compile-only use, e.g.
@@ -431,7 +439,8 @@ def lower_programs(params, input_ids, attention_mask, key, *, model, max_new_tok
                              max_new_tokens=max_new_tokens, sampling=sampling,
                              eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                              vocab_size=vocab_size, stream=stream, decode_unroll=decode_unroll,
-                             iterations_per_check=iterations_per_check)
+                             iterations_per_check=iterations_per_check,
+                             defer_state_writes=defer_state_writes)
   return prefill, decode
 
 
@@ -492,7 +501,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
              compiler_options: Mapping[str, str | bool | int | float] | None = None,
              decode_state: str = "symmetric", decode_unroll: int | str = "auto",
              decode_compiler_options: Mapping[str, str | bool | int | float] | str | None = "auto",
-             decode_check_every: int | str | None = "auto") -> GenerationOutput:
+             decode_check_every: int | str | None = "auto",
+             defer_state_writes: bool = False) -> GenerationOutput:
   """Generate up to `max_new_tokens` tokens per row after a (left-padded) prompt batch.
 
   model: a `BasedLM` (anything with `prefill` and `decode_step` methods, see docs/design.md).
@@ -529,6 +539,11 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     `decode_unroll` steps (`iterations_per_check`); None or "auto" (the default): after every
     iteration. Larger values spare the GPU the wait for the host between iterations, at the
     price of up to that many wasted steps after the last row finishes. The tokens are the same.
+  defer_state_writes: write the linear-attention states once per loop iteration, by its last
+    step, instead of every step (based_jax.ops.deferred): U reads and 1 write of each state per
+    iteration instead of U of each. The steps in between read the state and add their pending
+    terms, which changes the outputs by rounding only. Opt-in (not yet timed on a GPU); no effect
+    when the decode loop runs one step per iteration.
   """
   if not isinstance(sampling, SamplingConfig):
     raise ValueError(f"sampling must be a SamplingConfig; got {type(sampling).__name__}")
@@ -561,6 +576,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
                                                           decode_compiler_options, options)
   check_iterations = iterations_per_check(int(max_new_tokens), decode_unroll,
                                           resolve_decode_check_every(decode_check_every))
+  if not isinstance(defer_state_writes, bool):
+    raise ValueError(f"defer_state_writes must be a bool; got {defer_state_writes!r}")
   padded_len = bucket_length(length, prompt_buckets)
   if prompt_buckets is not None:
     extra = padded_len - length
@@ -571,7 +588,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
   statics = dict(model=model, max_new_tokens=int(max_new_tokens), sampling=sampling,
                  eos_token_id=eos_token_id, pad_token_id=int(pad_token_id),
                  vocab_size=vocab_size, stream=callback is not None, decode_state=decode_state,
-                 decode_unroll=int(decode_unroll), iterations_per_check=check_iterations)
+                 decode_unroll=int(decode_unroll), iterations_per_check=check_iterations,
+                 defer_state_writes=defer_state_writes and decode_unroll > 1)
   # device_put: a plain host-to-device copy (jnp.asarray ran a small program, 1.4 ms of host
   # time for the prompt on the H200)
   args = (params, jax.device_put(ids), None if mask is None else jax.device_put(mask),

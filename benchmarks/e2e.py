@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="generate(decode_check_every=N): decode steps the device runs between "
                       "two reads of the stop condition by the host, in an inner loop whose trip "
                       "count XLA knows; 'auto' (the library default): after every iteration")
+  parser.add_argument("--defer-state-writes", action="store_true",
+                      help="generate(defer_state_writes=True): the linear-attention states written "
+                      "once per decode loop iteration instead of every step (opt-in, untimed)")
   parser.add_argument("--left-pad", type=int, default=0, metavar="N",
                       help="mask the first N prompt tokens of every odd row as left padding, so "
                       "generate() takes the masked path of prompt-bucketed calls (default 0: no "
@@ -351,7 +354,8 @@ def left_pad_mask(batch: int, length: int, left_pad: int) -> np.ndarray | None:
 def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
                repeats: int, trace_dir: str | None = None, left_pad: int = 0,
                compiler_options: dict | None = None, decode_state: str = "symmetric",
-               decode_unroll: int | str = "auto", decode_check_every: int | str = "auto") -> dict:
+               decode_unroll: int | str = "auto", decode_check_every: int | str = "auto",
+               defer_state_writes: bool = False) -> dict:
   from based_jax import generation
   from based_jax.generation import generate, resolve_decode_settings
 
@@ -361,7 +365,8 @@ def run_config(model, params, vocab: int, batch: int, length: int, steps: int,
   def once():
     return generate(model, params, ids, mask, max_new_tokens=steps, prompt_buckets=None,
                     compiler_options=compiler_options, decode_state=decode_state,
-                    decode_unroll=decode_unroll, decode_check_every=decode_check_every)
+                    decode_unroll=decode_unroll, decode_check_every=decode_check_every,
+                    defer_state_writes=defer_state_writes)
 
   first = once()
   assert first.steps == steps and (first.lengths == steps).all()
@@ -593,6 +598,7 @@ def main(argv=None) -> int:
              "attn_impl": args.attn_impl, "mlp_impl": args.mlp_impl, "left_pad": args.left_pad,
              "decode_state": args.decode_state, "decode_unroll": args.decode_unroll,
              "decode_check_every": args.decode_check_every,
+             "defer_state_writes": args.defer_state_writes,
              "xla_options": xla_options(args.xla_option),
              "prompt_len": length, "decode_steps": args.decode_steps, "repeats": args.repeats,
              "peak_flops": PEAK_FLOPS, "peak_bytes_per_s": PEAK_BYTES, "smoke": args.smoke,
@@ -638,7 +644,8 @@ def main(argv=None) -> int:
                               left_pad=args.left_pad, compiler_options=results["xla_options"],
                               decode_state=args.decode_state,
                               decode_unroll=args.decode_unroll,
-                              decode_check_every=args.decode_check_every))
+                              decode_check_every=args.decode_check_every,
+                              defer_state_writes=args.defer_state_writes))
         last_compile = row["compile_s"]
       except Exception as e:  # pylint: disable=broad-except  # OOM is a result, not a crash
         message = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
@@ -656,7 +663,8 @@ def main(argv=None) -> int:
                                 compiler_options=results["xla_options"],
                                 decode_state=args.decode_state,
                                 decode_unroll=args.decode_unroll,
-                                decode_check_every=args.decode_check_every))
+                                decode_check_every=args.decode_check_every,
+                                defer_state_writes=args.defer_state_writes))
           last_compile = row["compile_s"]
         else:
           raise
@@ -664,7 +672,7 @@ def main(argv=None) -> int:
         target = TARGETS.get((name, kind, batch))
         if (args.left_pad or args.xla_option or args.mlp_impl != "xla"
             or args.decode_state != "symmetric" or args.decode_unroll != "auto"
-            or args.decode_check_every != "auto"):
+            or args.decode_check_every != "auto" or args.defer_state_writes):
           target = None  # the targets are judged on the library's defaults
         if target is not None and key in row:
           row[f"{kind}_target_s"] = target

@@ -74,11 +74,13 @@ class LinearAttention(nn.Module):
     del positions, max_length
     return self._attend(x, mask)
 
-  def decode_step(self, x, cache: ops.LinearAttentionState, position, index):
-    """x: [B, 1, d] -> ([B, 1, d], updated fp32 state)."""
+  def decode_step(self, x, cache: ops.LinearAttentionState | ops.DeferredState, position, index):
+    """x: [B, 1, d] -> ([B, 1, d], updated fp32 state, of cache's type)."""
     del position, index
     cfg = self.config
     q, k, v = self._qkv(x, None)
-    o, state = ops.recurrent_step(q[:, 0], k[:, 0], v[:, 0], cache, normalize=cfg.la_normalize,
-                                  eps=cfg.la_eps)  # [B, H, Dv]
+    step = (ops.deferred_recurrent_step if isinstance(cache, ops.DeferredState)
+            else ops.recurrent_step)   # a DeferredState: generate(defer_state_writes=True)
+    o, state = step(q[:, 0], k[:, 0], v[:, 0], cache, normalize=cfg.la_normalize,
+                    eps=cfg.la_eps)  # [B, H, Dv]
     return self._output(o[:, None]), state

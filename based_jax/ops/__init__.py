@@ -2,6 +2,12 @@
 their pure-JAX references and the linear-attention state."""
 
 from based_jax.ops.chunked import chunked_linear_attention
+from based_jax.ops.deferred import (
+    DeferredState,
+    deferred_recurrent_step,
+    defer_writes,
+    map_deferred_states,
+)
 from based_jax.ops.dispatch import (
     IMPLEMENTATIONS,
     Implementation,
@@ -30,6 +36,7 @@ from based_jax.ops.symmetric import (
 from based_jax.ops.validation import check_linear_attention_args
 
 __all__ = [
+    "DeferredState",
     "EXPANDED_DIM",
     "FEATURE_DIM",
     "GATED_LINEAR_IMPLS",
@@ -39,11 +46,14 @@ __all__ = [
     "SYMMETRIC_DIM",
     "check_linear_attention_args",
     "chunked_linear_attention",
+    "defer_writes",
+    "deferred_recurrent_step",
     "from_symmetric_state",
     "gated_linear",
     "gated_linear_xla",
     "left_pad_initial_state",
     "linear_attention",
+    "map_deferred_states",
     "map_linear_attention_states",
     "quadratic_linear_attention",
     "recurrent_step",

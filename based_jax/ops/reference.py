@@ -79,6 +79,18 @@ def quadratic_linear_attention(
   return out.astype(v.dtype), state
 
 
+def state_feature_map(state: LinearAttentionState, caller: str):
+  """The feature map of a state's layout: taylor_feature_map for 273 rows, the symmetric map of
+  based_jax.ops.symmetric for 153; a ValueError naming `caller` otherwise."""
+  rows = state.kv.shape[-2]
+  if rows == EXPANDED_DIM:
+    return taylor_feature_map
+  if rows == symmetric.SYMMETRIC_DIM:
+    return symmetric.symmetric_feature_map
+  raise ValueError(f"{caller}: state.kv must have {EXPANDED_DIM} or "
+                   f"{symmetric.SYMMETRIC_DIM} feature rows; got kv {state.kv.shape}")
+
+
 def recurrent_step(
     q: jax.Array,
     k: jax.Array,
@@ -95,14 +107,7 @@ def recurrent_step(
   attention with each feature pair once).
   Returns (out [B, H, Dv] in v's dtype, updated state in float32, in the state's layout).
   """
-  rows = state.kv.shape[-2]
-  if rows == EXPANDED_DIM:
-    feature_map = taylor_feature_map
-  elif rows == symmetric.SYMMETRIC_DIM:
-    feature_map = symmetric.symmetric_feature_map
-  else:
-    raise ValueError(f"recurrent_step: state.kv must have {EXPANDED_DIM} or "
-                     f"{symmetric.SYMMETRIC_DIM} feature rows; got kv {state.kv.shape}")
+  feature_map = state_feature_map(state, "recurrent_step")
   phi_q = feature_map(q.astype(jnp.float32))  # [B, H, E]
   phi_k = feature_map(k.astype(jnp.float32))  # [B, H, E]
   kv = state.kv + phi_k[..., :, None] * v.astype(jnp.float32)[..., None, :]  # [B, H, E, Dv]

@@ -502,6 +502,7 @@ def test_bucket_length():
     (dict(decode_unroll="fast"), "decode_unroll must be an int >= 1 or 'auto'"),
     (dict(decode_compiler_options="fast"), "decode_compiler_options must be a mapping"),
     (dict(decode_check_every=0), "decode_check_every must be >= 1"),
+    (dict(defer_state_writes="yes"), "defer_state_writes must be a bool"),
     (dict(decode_check_every="rarely"), "decode_check_every must be an int >= 1, None or 'auto'"),
     (dict(decode_compiler_options={"xla_gpu_enable_triton_gemm": None}),
      "decode_compiler_options: "),
@@ -594,6 +595,29 @@ def test_model_unrolled_decode_loop_gives_the_same_tokens(tiny_lm):
   three = generate(model, params, ids, mask, max_new_tokens=12, decode_unroll=3)
   np.testing.assert_array_equal(three.tokens, one.tokens)
   np.testing.assert_array_equal(three.lengths, one.lengths)
+
+
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_model_deferred_state_writes_give_the_same_tokens(tiny_lm, unroll):
+  """defer_state_writes: the linear-attention states written once per iteration of `unroll`
+  steps; greedy tokens of a left-padded batch equal to the plain loop's (a no-op at one step per
+  iteration), and the loop's body still copies no cache."""
+  model, params = tiny_lm
+  rng = np.random.default_rng()
+  rows = [rng.integers(0, model.config.vocab_size, size=(n,)) for n in (5, 12)]
+  ids, mask = left_pad(rows, pad=0)
+  plain = generate(model, params, ids, mask, max_new_tokens=14, decode_unroll=unroll)
+  deferred = generate(model, params, ids, mask, max_new_tokens=14, decode_unroll=unroll,
+                      defer_state_writes=True)
+  np.testing.assert_array_equal(deferred.tokens, plain.tokens)
+  np.testing.assert_array_equal(deferred.lengths, plain.lengths)
+  _, decode = generation.last_programs()
+  body = _while_body_text(decode.as_text())
+  copies = re.findall(r"= (\w+\[[\d,]*\])\S* copy\(", body)
+  assert all(shape.count(",") < 2 for shape in copies), copies
+  has_la = model.config.linear_attention is not None
+  pending_k = f"f32[2,{model.config.la_num_heads},{unroll - 1},16]"   # [B, H, U - 1, F]
+  assert (pending_k in body) == (unroll > 1 and has_la), "pending keys iff U > 1 and LA layers"
 
 
 def _while_body_text(hlo: str, loop_line: str | None = None) -> str:
