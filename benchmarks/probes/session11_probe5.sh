@@ -1,3 +1,4 @@
+# Not run in session 11 (no device time left); session12_probe2.sh runs the same A/B (its part 4).
 # Session 11, one H200, after session11_ffi.sh in the same call: the rotary embedding as one
 # elementwise expression (layers.apply_rotary: x * [c | c] + [x2 | x1] * [-s | s]) against the two
 # halves and their concatenation (s10d: an input_concatenate_fusion kernel for q and for k in each
