@@ -9,8 +9,8 @@
 #      decides impl="auto"'s order;
 #   3. the gpu tests of tests/ffi for the two wgmma kernels (the mma_sync ones passed in s11f and
 #      that kernel did not change);
-#   4. if time is left: based-360m with the one-expression rotary embedding (session11_probe5.sh's
-#      first half: decode B = 256, prefill B = 4).
+#   4. if time is left: based-360m with the one-expression rotary embedding (decode B = 256,
+#      prefill B = 4; the A/B against the old formula did not fit: session12_probe2.sh).
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 timeout 60 python3 -m ffi.build > $OUT/build.log 2>&1; echo "build rc=$?"
 timeout 110 python3 -m benchmarks.kernels --impls pallas,ffi --shapes 1x8192,16x8192,256x8192,4x8192,64x8192 --out-dir /tmp/kernels > $OUT/kernels.log 2>&1

@@ -8,7 +8,7 @@
 #      (auto_decode_settings) and say so in docs/benchmarks.md;
 #   3. the same with U = 8 (7 reads + 1 write per 8 steps; U = 8 alone was slower than U = 4, s10a);
 #   4. the previous rotary formula (two halves and a concatenation), restored on the device only,
-#      with the defaults: the A/B that session11_probe5.sh could not run. If it is not slower than
+#      with the defaults: the A/B that session 11 had no device time for. If it is not slower than
 #      1, keep the one-expression form; if it is faster, revert 0fe2b9b.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 E2E="python3 benchmarks/e2e.py --models based-360m"  # the empty-list flags are written inline below
