@@ -538,7 +538,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     (max_new_tokens reached, every row finished) by the host, rounded up to whole iterations of
     `decode_unroll` steps (`iterations_per_check`); None or "auto" (the default): after every
     iteration. Larger values spare the GPU the wait for the host between iterations, at the
-    price of up to that many wasted steps after the last row finishes. The tokens are the same.
+    price of up to that many wasted steps after the last row finishes; on the H200 that did not
+    pay (docs/benchmarks.md, s11c). The tokens are the same.
   defer_state_writes: write the linear-attention states once per loop iteration, by its last
     step, instead of every step (based_jax.ops.deferred): U reads and 1 write of each state per
     iteration instead of U of each. The steps in between read the state and add their pending
