@@ -566,6 +566,21 @@ __device__ __forceinline__ void key_update_registers(float (&s)[3][N / 2], uint3
   }
 }
 
+// K^T [16 features, 64 tokens] (K-major, 2 atoms per 16-token slice) at ktt from the swizzled k tile [64, 16] at
+// kt: the Gram product's B operand. One ldmatrix.x4.trans per warp (16 blocks of 8 tokens x 8 features), each
+// lane getting a token pair of one feature, a 4-byte slot of the operand (as in build_vt).
+__device__ __forceinline__ void build_kt(uint32_t kt, uint32_t ktt, int warp, int lane) {
+  const int id = 4 * warp + (lane >> 3);  // 8x8 block: tokens 8 (id % 8).., features 8 (id / 8)..
+  uint32_t r[4];
+  ldsm_x4_t(r, kt + tile_off(8 * (id & 7) + (lane & 7), 8 * (id >> 3), 8));
+#pragma unroll
+  for (int m = 0; m < 4; ++m) {
+    const int idm = 4 * warp + m;
+    const int f = 8 * (idm >> 3) + (lane >> 2), t = 8 * (idm & 7) + 2 * (lane & 3);
+    st_u32(ktt + tile_off(f, t, 2), r[m]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 template <int GV, bool kOut, bool kRegA, bool kGram>
 __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
@@ -688,21 +703,6 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
     }
   };
 
-  // ---- kGram: K^T [16 features, 64 tokens] (K-major, 2 atoms per 16-token slice) from the swizzled k tile, the
-  // Gram product's B operand: one ldmatrix.x4.trans per warp (16 blocks of 8 tokens x 8 features), each lane
-  // getting a token pair of one feature, a 4-byte slot of the operand (as in build_vt).
-  auto build_kt = [&](uint32_t kt) {
-    const int id = 4 * warp + (lane >> 3);  // 8x8 block: tokens 8 (id % 8).., features 8 (id / 8)..
-    uint32_t r[4];
-    ldsm_x4_t(r, kt + tile_off(8 * (id & 7) + (lane & 7), 8 * (id >> 3), 8));
-#pragma unroll
-    for (int m = 0; m < 4; ++m) {
-      const int idm = 4 * warp + m;
-      const int f = 8 * (idm >> 3) + (lane >> 2), t = 8 * (idm & 7) + 2 * (lane & 3);
-      st_u32(ktt + tile_off(f, t, 2), r[m]);
-    }
-  };
-
   // ---- normalise and store the output tile O [64 tokens, N] (column GV is the denominator).
   auto store_output = [&](const float(&o)[NR], int64_t t0) {
 #pragma unroll
@@ -732,7 +732,7 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
     __syncthreads();  // this chunk's loads landed everywhere; the previous chunk's readers are done
     if (chunk + 1 < c1) issue_load(chunk + 1, buf ^ 1);
     build_vt(buf, t0);
-    if (kGram) build_kt(kt);
+    if (kGram) build_kt(kt, ktt, warp, lane);
     fence_proxy_async();
     __syncthreads();
 
@@ -968,6 +968,70 @@ __global__ void __launch_bounds__(kThreads) selftest_kernel(const __nv_bfloat16*
   }
 }
 
+// Self-test of what the Gram variant adds, one warpgroup: a [64, 64] (A), b56 [56, 64], kk [64 tokens, 16],
+// b64 [64, 64]: d4 = a b56^T (four m64n56k16 K slices, A in smem), d5 = a kk (K^T built by build_kt from a k tile
+// staged like the kernel's, A from registers, four m64n16k16), d6 = a b64^T (m64n64k16, A from registers).
+__global__ void __launch_bounds__(kThreads) selftest_gram_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b56,
+                                                                 const __nv_bfloat16* kk, const __nv_bfloat16* b64,
+                                                                 float* d4, float* d5, float* d6) {
+  __shared__ __align__(1024) unsigned char buf[(32 + 28 + 8 + 8 + 32) * kAtom];
+  const uint32_t sa = smem_u32(buf), sb56 = sa + 32 * kAtom, sk = sb56 + 28 * kAtom, skt = sk + 8 * kAtom;
+  const uint32_t sb64 = skt + 8 * kAtom;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  auto stage = [&](uint32_t dst, const __nv_bfloat16* src, int rows, int cols) {  // K-major, tile_off layout
+    for (int u = tid; u < rows * cols / 2; u += kThreads) {
+      const int r = (2 * u) / cols, c = (2 * u) % cols;
+      st_u32(dst + tile_off(r, c, rows / 8), *reinterpret_cast<const uint32_t*>(src + r * cols + c));
+    }
+  };
+  stage(sa, a, 64, 64);
+  stage(sb56, b56, 56, 64);
+  stage(sk, kk, 64, 16);  // the k tile: [64 tokens, 16], as the kernel's cp.async leaves it
+  stage(sb64, b64, 64, 64);
+  __syncthreads();
+  build_kt(sk, skt, warp, lane);
+  fence_proxy_async();
+  __syncthreads();
+  float acc4[28], acc5[8], acc6[32], x[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {  // a in accumulator-fragment order
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    x[i] = __bfloat162float(a[row * 64 + col]);
+  }
+  uint32_t ar[4][4];
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) pack_a_slice(x, ks, ar[ks]);
+  pin(acc4);
+  pin(acc5);
+  pin(acc6);
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) pin(ar[ks]);
+  wgmma_fence();
+  wgmma_bf16<56, 0>(acc4, make_desc(sa), make_desc(sb56));
+  wgmma_bf16_rs<16, 0>(acc5, ar[0], make_desc(skt));
+  wgmma_bf16_rs<64, 0>(acc6, ar[0], make_desc(sb64));
+#pragma unroll
+  for (int ks = 1; ks < 4; ++ks) {
+    wgmma_bf16<56, 1>(acc4, make_desc(sa + ks * 8 * kAtom), make_desc(sb56 + ks * 7 * kAtom));
+    wgmma_bf16_rs<16, 1>(acc5, ar[ks], make_desc(skt + ks * 2 * kAtom));
+    wgmma_bf16_rs<64, 1>(acc6, ar[ks], make_desc(sb64 + ks * 8 * kAtom));
+  }
+  wgmma_commit();
+  wgmma_wait0();
+  pin(acc4);
+  pin(acc5);
+  pin(acc6);
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    if (i < 28) d4[row * 56 + col] = acc4[i];
+    if (i < 8) d5[row * 16 + col] = acc5[i];
+    d6[row * 64 + col] = acc6[i];
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Host side.
 int num_sms() {
@@ -1173,6 +1237,28 @@ ffi::Error SelfTest(cudaStream_t stream, ffi::AnyBuffer a1, ffi::AnyBuffer b1, f
   return check_launch("self-test kernel");
 }
 
+ffi::Error SelfTestGram(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b56, ffi::AnyBuffer kk,
+                        ffi::AnyBuffer b64, ffi::Result<ffi::AnyBuffer> d4, ffi::Result<ffi::AnyBuffer> d5,
+                        ffi::Result<ffi::AnyBuffer> d6) {
+  for (const ffi::AnyBuffer* x : {&a, &b56, &kk, &b64}) {
+    if (x->element_type() != ffi::BF16) return ffi::Error::InvalidArgument("gram self-test: inputs must be bf16");
+  }
+  if (a.element_count() != 64 * 64 || b56.element_count() != 56 * 64 || kk.element_count() != 64 * 16 ||
+      b64.element_count() != 64 * 64 || d4->element_count() != 64 * 56 || d5->element_count() != 64 * 16 ||
+      d6->element_count() != 64 * 64 || d4->element_type() != ffi::F32 || d5->element_type() != ffi::F32 ||
+      d6->element_type() != ffi::F32) {
+    return ffi::Error::InvalidArgument(
+        "gram self-test: a [64, 64], b56 [56, 64], kk [64, 16], b64 [64, 64] -> d4 [64, 56], d5 [64, 16], "
+        "d6 [64, 64] f32");
+  }
+  selftest_gram_kernel<<<1, kThreads, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(a.untyped_data()), static_cast<const __nv_bfloat16*>(b56.untyped_data()),
+      static_cast<const __nv_bfloat16*>(kk.untyped_data()), static_cast<const __nv_bfloat16*>(b64.untyped_data()),
+      static_cast<float*>(d4->untyped_data()), static_cast<float*>(d5->untyped_data()),
+      static_cast<float*>(d6->untyped_data()));
+  return check_launch("gram self-test kernel");
+}
+
 // Stream, scratch and the q, k, v buffers: the start of every handler's binding.
 inline auto bind_qkv() {
   return ffi::Ffi::Bind()
@@ -1220,6 +1306,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedLinearAttentionWgmmaFwdInto, based_wgmma::For
 // a1 [64, 16], b1 [64, 16], a2 [64, 64], b2 [72, 64] bf16 -> d1 = a1 b1^T [64, 64], d2 = d3 = a2 b2^T [64, 72]
 // f32 (d3 with a2 from registers).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedWgmmaSelfTest, based_wgmma::SelfTest,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+// a [64, 64], b56 [56, 64], kk [64, 16], b64 [64, 64] bf16 -> d4 = a b56^T [64, 56], d5 = a kk [64, 16] (K^T via
+// build_kt, A from registers), d6 = a b64^T [64, 64] (A from registers) f32: the Gram variant's conventions.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedWgmmaSelfTestGram, based_wgmma::SelfTestGram,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
                                   .Arg<ffi::AnyBuffer>()

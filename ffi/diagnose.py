@@ -16,7 +16,10 @@ product and a four-slice m64n72k16 product staged with the kernel's swizzled lay
 again with A from registers), against NumPy; --kernel wgmma_smem runs the cases on the variant with
 shared-memory A operands (see based_attention_wgmma.cu); --kernel wgmma_gram runs every case with
 normalize=False (the launch it changes: N = Dv-group products, key sums as Gram rows, so k_state is
-the Gram path's result); --segments N fixes the sequence-segment count (0: automatic).
+the Gram path's result, and a second self-test, BasedWgmmaSelfTestGram, checks the shapes it adds:
+m64n56k16 from smem, m64n16k16 with A from registers on the K^T operand that build_kt makes from a
+k tile, m64n64k16 with A from registers); --segments N fixes the sequence-segment count (0:
+automatic).
 Prints one line per case with the relative errors of out (first chunk / later chunks), kv and
 k_state; writes them as JSON with --out. Errors <= 1e-2 are what the gpu tests require.
 """
@@ -74,6 +77,30 @@ def selftest() -> dict:
   return row
 
 
+def selftest_gram() -> dict:
+  """The Gram variant's conventions (m64n56 from smem; build_kt + m64n16 and m64n64 with register A)
+  vs NumPy."""
+  from ffi import _loader
+
+  _loader.ensure_registered()
+  rng = np.random.default_rng(1)
+  shapes = {"a": (64, 64), "b56": (56, 64), "kk": (64, 16), "b64": (64, 64)}
+  x = {n: jnp.asarray(rng.normal(size=s), jnp.bfloat16) for n, s in shapes.items()}
+  call = jax.ffi.ffi_call("based_jax_wgmma_selftest_gram", (jax.ShapeDtypeStruct((64, 56), jnp.float32),
+                                                            jax.ShapeDtypeStruct((64, 16), jnp.float32),
+                                                            jax.ShapeDtypeStruct((64, 64), jnp.float32)))
+  got = [np.asarray(d, np.float64) for d in jax.jit(call)(x["a"], x["b56"], x["kk"], x["b64"])]
+  f = {n: np.asarray(v.astype(jnp.float32), np.float64) for n, v in x.items()}
+  refs = (f["a"] @ f["b56"].T, f["a"] @ f["kk"], f["a"] @ f["b64"].T)
+  row = {"case": "selftest_gram"}
+  for name, d, ref in zip(("d4_m64n56", "d5_kt_m64n16_rs", "d6_m64n64_rs"), got, refs):
+    bad = np.argwhere(~np.isclose(d, ref, rtol=1e-3, atol=1e-3))
+    row[name] = _rel(d, ref)
+    row[name + "_bad_count"] = int(len(bad))
+    row[name + "_first_bad"] = [int(i) for i in bad[0]] if len(bad) else None
+  return row
+
+
 def run_case(kernel: str, name: str, b: int, length: int, h: int, dv: int, normalize: bool,
              with_state: bool, segments: int = 0) -> dict:
   import ffi
@@ -121,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
       row = {"case": "selftest", "error": f"{type(e).__name__}: {str(e)[:500]}"}
       print(f"wgmma selftest        ERROR {row['error']}", flush=True)
+    rows.append(row)
+  if args.kernel == "wgmma_gram":
+    try:
+      row = selftest_gram()
+      print("gram selftest         " + "  ".join(
+          f"{n} {row[n]:.2e} ({row[n + '_bad_count']} bad, first {row[n + '_first_bad']})"
+          for n in ("d4_m64n56", "d5_kt_m64n16_rs", "d6_m64n64_rs")), flush=True)
+    except Exception as e:
+      row = {"case": "selftest_gram", "error": f"{type(e).__name__}: {str(e)[:500]}"}
+      print(f"gram selftest         ERROR {row['error']}", flush=True)
     rows.append(row)
   for case in CASES:
     try:
