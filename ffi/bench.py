@@ -2,12 +2,14 @@
 
     python -m ffi.bench [--out benchmarks/results/ffi.json] [--iterations 30]
                         [--kernel wgmma|wgmma_smem|mma_sync|wgmma_gram|all|K1,K2,...] [--batches 1,16,256]
-                        [--segments 0,4,8,16,32]
+                        [--segments 0,4,8,16,32] [--segment-batches 1,4]
 
 --kernel names one of ffi.linear_attention's kernels (default: its default, "wgmma"), a comma-separated
 list of them, or all of them. --segments times each case once per segment count (ffi.linear_attention's
-segments=, wgmma kernels only; 0 = the kernel's automatic choice, the default). "wgmma_gram" with
-normalize=True is the "wgmma" launch, so those cases are skipped.
+segments=, wgmma kernels only; 0 = the kernel's automatic choice, the default); with --segment-batches
+the nonzero counts run at those batch sizes only (a segment sweep at small batches beside an automatic
+batch sweep, in one process). "wgmma_gram" with normalize=True is the "wgmma" launch, so those cases
+are skipped.
 
 Shapes: H=16, Dv=64, L=8192 with B in {1, 4, 16, 64, 128, 256}, and B=16 with L from 1k to 64k,
 normalize=True (--both adds the batch sweep with normalize=False). Each time is the median over
@@ -18,6 +20,7 @@ and S += phi(K)^T V, plus 160 * 64 for the 64-token intra-chunk block).
 """
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -37,6 +40,7 @@ LENGTH_SWEEP = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 FLOP_PER_TOKEN_HEAD = 4 * 273 * VALUE_DIM + 160 * 64
 
 
+@functools.lru_cache(maxsize=2)  # kernels and segment counts of one case share the inputs (B = 256: 6.4 GB each)
 def _inputs(batch: int, length: int, seed: int = 0):
   kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
   q = jax.random.normal(kq, (batch, length, HEADS, 16), jnp.bfloat16)  # [B, L, H, F]
@@ -99,14 +103,14 @@ def parse_segments(text: str) -> tuple[int, ...]:
   return counts or (0,)
 
 
-def runs(kernels, segment_counts, normalize: bool):
+def runs(kernels, segment_counts, normalize: bool, sweep: bool = True):
   """(kernel, segments) pairs to time for one case: mma_sync only at 0 (automatic), wgmma_gram only
-  without normalization (with it, it is the wgmma launch)."""
+  without normalization (with it, it is the wgmma launch); sweep=False: segment count 0 only."""
   for kernel in kernels:
     if kernel == "wgmma_gram" and normalize:
       continue
     for segments in segment_counts:
-      if segments and not kernel.startswith("wgmma"):
+      if segments and (not kernel.startswith("wgmma") or not sweep):
         continue
       yield kernel, segments
 
@@ -124,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--segments", default=(0,), type=parse_segments,
                       help="comma-separated sequence-segment counts to time each wgmma case with "
                       "(ffi.linear_attention(segments=...); 0 = automatic, the default; mma_sync runs at 0 only)")
+  parser.add_argument("--segment-batches", default="",
+                      help="comma-separated batch sizes at which the nonzero --segments counts run (default: "
+                      "every batch size); the other cases run with automatic segments (if 0 is among --segments)")
   parser.add_argument("--breakdown-batches", default="",
                       help="after timing, print the per-kernel CUPTI breakdown of one call at these batch sizes "
                       "(L=8192, normalize=True; wgmma_gram: normalize=False), for each timed kernel, at the first "
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   batches = tuple(int(x) for x in args.batches.split(",")) if args.batches else BATCH_SWEEP
   kernels = args.kernel
+  sweep_batches = {int(x) for x in args.segment_batches.split(",") if x}
   reason = ffi.unavailable_reason(*_inputs(1, 64))
   if reason is not None:
     print(f"ffi.bench: cannot run: {reason}", file=sys.stderr)
@@ -144,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     cases += [(16, length, True) for length in LENGTH_SWEEP if length != 8192]
   results = []
   for batch, length, normalize in cases:
-    for kernel, segments in runs(kernels, args.segments, normalize):
+    sweep = not sweep_batches or (batch in sweep_batches and length == 8192)
+    for kernel, segments in runs(kernels, args.segments, normalize, sweep):
       label = f"{kernel:10s} seg={segments if segments else 'auto':>4}"
       try:
         row = time_case(batch, length, normalize, args.iterations, kernel, segments)
