@@ -130,13 +130,14 @@ def _ffi_forward_into(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf, *, normalize: 
   _loader.ensure_registered()
   _, _, into, rows = _targets(kernel)
   gram = _uses_gram(kernel, normalize)
-  if _is_wgmma(kernel):
-    kv0, ks0 = psi_layout.from_273(kv0), psi_layout.from_273(ks0)
-    kv_buf, ks_buf = kv_buf[:, :, :rows], ks_buf[:, :, :rows]
-  if gram:  # [B, H, 192] -> [B, H, 17, 16]
+  if gram:  # [B, H, 273] -> [B, H, 17, 16] (its first 272 elements)
     b, h = ks_buf.shape[:2]
     ks_buf = ks_buf[:, :, :psi_layout.GRAM_ROWS * psi_layout.FEATURE_DIM].reshape(
         b, h, psi_layout.GRAM_ROWS, psi_layout.FEATURE_DIM)
+  if _is_wgmma(kernel):
+    kv0, ks0 = psi_layout.from_273(kv0), psi_layout.from_273(ks0)
+    kv_buf = kv_buf[:, :, :rows]
+    ks_buf = ks_buf if gram else ks_buf[:, :, :rows]
   call = jax.ffi.ffi_call(
       into, _result_types(q, v, rows, gram), vmap_method=VMAP_METHOD, input_output_aliases={5: 0, 6: 1, 7: 2})
   out, kv, ks = call(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf,

@@ -237,3 +237,46 @@ def test_gram_forward_traces_to_gram_rows_and_a_273_key_state(with_state, monkey
   assert "('segments', np.int32(4))" in text
   plain = str(jax.make_jaxpr(fwd(True, 0))(q, k, v))
   assert "('gram_sums', False)" in plain and "17,16" not in plain
+
+
+@pytest.mark.parametrize("kernel,normalize", [("wgmma", False), ("wgmma_gram", False), ("wgmma_gram", True),
+                                              ("mma_sync", True)])
+def test_forward_into_traces_with_buffers_of_the_right_shapes(kernel, normalize, monkeypatch):
+  """The NaN-poison test hook: the aliased buffers have the shapes the FFI call declares (the Gram
+  variant: the first 17 x 16 elements of the 273-row k_state buffer)."""
+  from ffi import based_attention as ba
+
+  monkeypatch.setattr(_loader, "ensure_registered", lambda: None)
+  q, k, v = _args(dv=64)
+  kv0, ks0 = jnp.zeros((2, 3, 273, 64), jnp.float32), jnp.zeros((2, 3, 273), jnp.float32)
+  bufs = (jnp.zeros(v.shape, jnp.bfloat16), jnp.zeros((2, 3, 273, 64), jnp.float32),
+          jnp.zeros((2, 3, 273), jnp.float32))
+  for internal in (False, True):
+    out, kv, ks = jax.eval_shape(
+        lambda *a: ba._ffi_forward_into(*a, normalize=normalize, eps=1e-6, kernel=kernel, internal=internal,
+                                        segments=0 if kernel == "mma_sync" else 4), q, k, v, kv0, ks0, *bufs)
+    assert out.shape == v.shape
+    if not internal or kernel == "mma_sync":
+      assert kv.shape == (2, 3, 273, 64) and ks.shape == (2, 3, 273)
+    elif kernel == "wgmma_gram" and not normalize:
+      assert kv.shape == (2, 3, 192, 64) and ks.shape == (2, 3, 17, 16)
+    else:
+      assert kv.shape == (2, 3, 192, 64) and ks.shape == (2, 3, 192)
+
+
+@pytest.mark.parametrize("kernel,normalize", [("wgmma", True), ("wgmma_gram", False)])
+def test_custom_vjp_traces_with_segments(kernel, normalize, monkeypatch):
+  """jax.grad through _attention with the new nondiff arguments (kernel, segments): shapes only."""
+  from ffi import based_attention as ba
+
+  monkeypatch.setattr(_loader, "ensure_registered", lambda: None)
+  q, k, v = _args(dv=64)
+  init = (jnp.zeros((2, 3, 273, 64), jnp.float32), jnp.zeros((2, 3, 273), jnp.float32))
+
+  def loss(q, k, v, init):
+    out, (kv, ks) = ba._attention(q, k, v, init, normalize, 1e-6, kernel, 8)
+    return jnp.sum(out.astype(jnp.float32)) + jnp.sum(kv) + jnp.sum(ks)
+
+  grads = jax.eval_shape(jax.grad(loss, argnums=(0, 1, 2, 3)), q, k, v, init)
+  assert grads[0].shape == q.shape and grads[2].shape == v.shape
+  assert grads[3][0].shape == (2, 3, 273, 64) and grads[3][1].shape == (2, 3, 273)
