@@ -419,3 +419,33 @@ def test_segment_plan(nchunks, segments):
   # L = 8192 (128 chunks), H = 16: the automatic plan at B = 1 is 16 segments (s11f's breakdown)
   assert plan_segments(128, 16, 0) == (16, 8)
   assert plan_segments(128, 16, 8) == (8, 16)
+
+
+def test_transcribed_cuda_lines_are_in_the_source():
+  """The lines this file transcribes for the Gram variant and the segment plan, as they stand in
+  based_attention_wgmma.cu: editing one there without here fails this test."""
+  from pathlib import Path
+
+  source = (Path(__file__).resolve().parents[2] / "ffi" / "based_attention_wgmma.cu").read_text()
+  for line in (
+      # plan_segments
+      "ns = std::min(segments, p.nchunks);",
+      "ns = static_cast<int>(std::min<int64_t>(slots / blocks, std::max(1, p.nchunks / 4)));",
+      "p.cps = (p.nchunks + ns - 1) / ns;",
+      "p.NS = (p.nchunks + p.cps - 1) / p.cps;",
+      # build_kt
+      "const int id = 4 * warp + (lane >> 3);",
+      "ldsm_x4_t(r, kt + tile_off(8 * (id & 7) + (lane & 7), 8 * (id >> 3), 8));",
+      "const int f = 8 * (idm >> 3) + (lane >> 2), t = 8 * (idm & 7) + 2 * (lane & 3);",
+      "st_u32(ktt + tile_off(f, t, 2), r[m]);",
+      # the Gram product, its left factor and the row store
+      "x[i] = t[i] + (row >= kFeat ? 1.f : 0.f);",
+      "wgmma_bf16_rs<16, 1>(gram, left[ks], make_desc(ktt + ks * 2 * kAtom));",
+      "} else if (use_gram && j <= kFeat) {",
+      "p.ks + (bh * (kFeat + 1) + j) * kFeat + c",
+      # the Gram variant's layout
+      "static constexpr int N = kGram ? GV : GV + 8;",
+      "static constexpr int kBytes = kKt + (kGram ? 8 * kAtom : 0);",
+      "static constexpr int kGramRows = kGram ? (64 * kFeat + N - 1) / N : 0;",
+  ):
+    assert line in source, line
