@@ -23,12 +23,14 @@
 #   4. ffi.bench --kernel wgmma_gram (normalize=False only: with normalize=True it is "wgmma"),
 #      same batches and segment sweep, breakdown at B = 1. DECIDES: whether wgmma_gram's launch
 #      becomes the default for normalize=False (it must beat stage 3's normalize=False rows at
-#      B = 16 and 256 and not lose at B = 1 / 4, and stage 2 / 5 must be clean);
-#   5. the gpu-marked tests of the new options (-k "wgmma_gram or segment": the Gram variant
+#      B = 16 and 256 and not lose at B = 1 / 4, and stages 2 and 6 must be clean);
+#   5. python3 -m ffi.bench_report on both JSON files (no GPU, a few seconds): per (B, normalize)
+#      automatic vs best segment count and wgmma_gram / wgmma, the lines the decisions above read;
+#   6. the gpu-marked tests of the new options (-k "wgmma_gram or segment": the Gram variant
 #      against the float64 oracle incl. initial states, NaN-poisoned outputs, vmap, > 2^31
 #      elements; explicit segment counts 1..1024 for wgmma and wgmma_gram).
 # Stage timeouts sum to 355 s (ffi.bench rewrites its JSON after every case, so a timeout keeps
-# what was measured; B = 64 is timed last). Files back (8): build.log, diag_gram.log,
+# what was measured; B = 64 is timed last). The times themselves are printed by stage 5. Files back (8): build.log, diag_gram.log,
 # diag_gram.json, bench_wgmma.log, bench_wgmma.json, bench_gram.log, bench_gram.json, pytest.log.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 BATCHES=1,4,16,256,64
@@ -40,13 +42,17 @@ echo "build rc=$? $(tail -n 1 $OUT/build.log | cut -c1-160)"
 timeout 35 python3 -m ffi.diagnose --kernel wgmma_gram --out $OUT/diag_gram.json > $OUT/diag_gram.log 2>&1
 echo "diagnose rc=$?"; grep -E "^wgmma|^gram|rror" $OUT/diag_gram.log | cut -c1-260
 
-timeout 95 python3 -m ffi.bench --quick --both --kernel wgmma --batches $BATCHES $SWEEP --iterations 20 \
+timeout 90 python3 -m ffi.bench --quick --both --kernel wgmma --batches $BATCHES $SWEEP --iterations 20 \
   --breakdown-batches 1 --out $OUT/bench_wgmma.json > $OUT/bench_wgmma.log 2>&1
-echo "bench wgmma rc=$?"; grep -E "median|FAILED|rror|breakdown .*(kernels,|wgmma_kernel|prefix)" $OUT/bench_wgmma.log | cut -c1-200
+echo "bench wgmma rc=$? $(grep -c median $OUT/bench_wgmma.log) cases timed"
+grep -E "FAILED|rror|breakdown .*(kernels,|wgmma_kernel|prefix)" $OUT/bench_wgmma.log | cut -c1-200
 
 timeout 55 python3 -m ffi.bench --quick --both --kernel wgmma_gram --batches $BATCHES $SWEEP --iterations 20 \
   --breakdown-batches 1 --out $OUT/bench_gram.json > $OUT/bench_gram.log 2>&1
-echo "bench gram rc=$?"; grep -E "median|FAILED|rror|breakdown .*(kernels,|wgmma_kernel|prefix)" $OUT/bench_gram.log | cut -c1-200
+echo "bench gram rc=$? $(grep -c median $OUT/bench_gram.log) cases timed"
+grep -E "FAILED|rror|breakdown .*(kernels,|wgmma_kernel|prefix)" $OUT/bench_gram.log | cut -c1-200
 
-timeout 95 python3 -m pytest -q -x --durations=5 -m gpu tests/ffi -k "wgmma_gram or segment" > $OUT/pytest.log 2>&1
+timeout 10 python3 -m ffi.bench_report $OUT/bench_wgmma.json $OUT/bench_gram.json | cut -c1-300
+
+timeout 90 python3 -m pytest -q -x --durations=5 -m gpu tests/ffi -k "wgmma_gram or segment" > $OUT/pytest.log 2>&1
 echo "pytest rc=$?"; grep -E "^(FAILED|ERROR)|passed|failed" $OUT/pytest.log | tail -n 6 | cut -c1-240

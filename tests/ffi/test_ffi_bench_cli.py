@@ -1,6 +1,7 @@
 """ffi.bench's command line on CPU: kernel lists, segment sweeps and which (kernel, segments) pairs run."""
 
 import argparse
+import json
 
 import pytest
 
@@ -37,3 +38,26 @@ def test_cli_rejects_bad_lists():
     bench.main(["--kernel", "wgmma,bogus"])
   with pytest.raises(SystemExit):
     bench.main(["--segments", "8,-2"])
+
+
+def test_bench_report_summarises_segments_and_gram(tmp_path, capsys):
+  from ffi import bench_report
+
+  def row(kernel, b, normalize, segments, ms):
+    return {"kernel": kernel, "segments": segments, "B": b, "L": 8192, "normalize": normalize, "median_ms": ms}
+
+  wgmma = [row("wgmma", 1, False, 0, 0.0863), row("wgmma", 1, False, 8, 0.0800), row("wgmma", 1, False, 32, 0.09),
+           row("wgmma", 16, False, 0, 0.6144), row("wgmma", 1, True, 0, 0.0860)]
+  gram = [row("wgmma_gram", 1, False, 0, 0.0820), row("wgmma_gram", 1, False, 8, 0.0790),
+          {"kernel": "wgmma_gram", "B": 16, "L": 8192, "normalize": False, "error": "boom"}]
+  (tmp_path / "a.json").write_text(json.dumps({"results": wgmma}))
+  (tmp_path / "b.json").write_text(json.dumps({"partial": True, "results": gram}))
+  assert bench_report.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), str(tmp_path / "missing.json")]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert len(out) == 3  # (B 1, False), (B 16, False), (B 1, True)
+  first = out[0]
+  assert first.startswith("B=   1 L=  8192 normalize=False")
+  assert "wgmma auto 0.0863, best seg=8 0.0800 (+7.9% vs auto)" in first
+  assert "wgmma_gram auto 0.0820, best seg=8 0.0790" in first and "auto/wgmma auto 0.950" in first
+  assert "wgmma_gram" not in out[1]  # its B = 16 row failed
+  assert bench_report.main([str(tmp_path / "missing.json")]) == 1
