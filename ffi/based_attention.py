@@ -79,9 +79,9 @@ def _kernel_attrs(kernel: str, normalize: bool, eps: float, segments: int = 0) -
 
 def _key_state_from_gram(gram, length: int, ks0_psi):
   """Gram rows [B, H, 17, 16] (+ the initial key sums [B, H, R] in psi rows, or None) -> k_state
-  [B, H, R] in psi rows, like the other kernels' third result."""
-  ks = psi_layout.key_sums_from_gram(gram, length)  # [B, H, R]
-  return ks if ks0_psi is None else ks + ks0_psi
+  [B, H, E], as to_273 of (the kernel's psi key sums + ks0_psi) would give it (one gather)."""
+  ks = psi_layout.key_state_273_from_gram(gram, length)  # [B, H, E]
+  return ks if ks0_psi is None else ks + psi_layout.to_273(ks0_psi)
 
 
 def _targets(kernel: str) -> tuple[str, str, str, int]:
@@ -111,9 +111,9 @@ def _ffi_forward(q, k, v, init, normalize: bool, eps: float, kernel: str = DEFAU
       kv0, ks0 = psi_layout.from_273(kv0), psi_layout.from_273(ks0)
     call = jax.ffi.ffi_call(with_init, types, vmap_method=VMAP_METHOD)
     out, kv, ks = call(q, k, v, kv0, ks0, **attrs)
-  if gram:  # Gram rows [B, H, 17, 16] -> k_state [B, H, R] (the kernel did not read ks0)
-    ks = _key_state_from_gram(ks, q.shape[-3], ks0)
-  if wgmma:  # [B, H, R, ...] -> [B, H, E, ...]
+  if gram:  # Gram rows [B, H, 17, 16] -> k_state [B, H, E] (the kernel did not read ks0)
+    kv, ks = psi_layout.to_273(kv), _key_state_from_gram(ks, q.shape[-3], ks0)
+  elif wgmma:  # [B, H, R, ...] -> [B, H, E, ...]
     kv, ks = psi_layout.to_273(kv), psi_layout.to_273(ks)
   return out, (kv, ks)
 
@@ -143,9 +143,8 @@ def _ffi_forward_into(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf, *, normalize: 
   out, kv, ks = call(q, k, v, kv0, ks0, out_buf, kv_buf, ks_buf,
                      **_kernel_attrs(kernel, normalize, eps, segments))
   if _is_wgmma(kernel) and not internal:
-    if gram:
-      ks = _key_state_from_gram(ks, q.shape[-3], ks0)
-    kv, ks = psi_layout.to_273(kv), psi_layout.to_273(ks)
+    ks = _key_state_from_gram(ks, q.shape[-3], ks0) if gram else psi_layout.to_273(ks)
+    kv = psi_layout.to_273(kv)
   return out, kv, ks
 
 

@@ -102,6 +102,9 @@ def _from_gram_table() -> tuple[np.ndarray, np.ndarray]:
 TO_273_INDEX, TO_273_WEIGHT = _to_273_table()        # [E], [E]
 FROM_273_INDEX, FROM_273_WEIGHT = _from_273_table()  # [R, 2], [R, 2]
 FROM_GRAM_INDEX, FROM_GRAM_WEIGHT = _from_gram_table()  # [R], [R]
+# Gram source -> 273 rows in one gather: each phi row reads one psi row, which reads one source entry.
+GRAM_TO_273_INDEX = FROM_GRAM_INDEX[TO_273_INDEX]                     # [E]
+GRAM_TO_273_WEIGHT = TO_273_WEIGHT * FROM_GRAM_WEIGHT[TO_273_INDEX]   # [E]
 
 
 def _weights(w: np.ndarray, ndim: int):
@@ -135,6 +138,17 @@ def key_sums_from_gram(gram, count: int):
   count = jnp.full(flat.shape[:-1] + (1,), count, jnp.float32)                   # [..., 1]
   src = jnp.concatenate([flat.astype(jnp.float32), count], axis=-1)              # [..., 273]
   return jnp.take(src, FROM_GRAM_INDEX, axis=-1) * FROM_GRAM_WEIGHT              # [..., R]
+
+
+def key_state_273_from_gram(gram, count: int):
+  """Gram rows [..., 17, 16] and the token count -> sum_t phi(k_t) [..., E] (f32): to_273 of
+  key_sums_from_gram, as one gather."""
+  import jax.numpy as jnp
+
+  flat = gram.reshape(gram.shape[:-2] + (GRAM_ROWS * FEATURE_DIM,))             # [..., 272]
+  count = jnp.full(flat.shape[:-1] + (1,), count, jnp.float32)                   # [..., 1]
+  src = jnp.concatenate([flat.astype(jnp.float32), count], axis=-1)              # [..., 273]
+  return jnp.take(src, GRAM_TO_273_INDEX, axis=-1) * GRAM_TO_273_WEIGHT          # [..., E]
 
 
 def matrices() -> np.ndarray:

@@ -142,3 +142,14 @@ def test_kernel_model_with_gram_sums_matches_float64(b, length, h, dv, with_stat
   assert rel_err(out, ref_out) <= 1e-2
   assert rel_err(kv, ref_kv) <= 1e-2
   assert rel_err(ks, ref_ks) <= 1e-5  # exact products summed in float32: far tighter than bf16
+
+
+def test_key_state_273_from_gram_is_to_273_of_the_psi_sums():
+  """The one-gather form equals to_273(key_sums_from_gram(...)) and the phi sums of the keys."""
+  keys = np.random.default_rng(4).normal(size=(3, 50, 16))                    # [B, T, F]
+  left = np.concatenate([keys, np.ones((3, 50, 1))], axis=-1)                 # [B, T, 17]
+  gram = np.einsum("btg,btf->bgf", left, keys).astype(np.float32)            # [B, 17, 16]
+  one = np.asarray(psi_layout.key_state_273_from_gram(gram, 50))             # [B, E]
+  two = np.asarray(psi_layout.to_273(psi_layout.key_sums_from_gram(gram, 50)[:, None])[:, 0])
+  np.testing.assert_allclose(one, two, rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(one, phi64(keys).sum(axis=1), rtol=1e-5, atol=1e-4)
