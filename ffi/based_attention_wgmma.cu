@@ -51,8 +51,8 @@
 //     leaves each segment's partial Gram rows after its partial state in the scratch slot, the prefix kernel sums
 //     them like the state, and the last segment of pass 2 writes rows 0..16 as the third result [B, H, 17, 16];
 //     Python rebuilds k_state from them and the length (psi_layout.key_sums_from_gram) and adds the initial one.
-//     The default kernels compile to the same machine code as before these two options (checked: identical
-//     .text sections of every default kernel in the cubin).
+//     The default kernels compile to the same machine code as before these two options: `python -m
+//     ffi.sass_identity 6af8159 --rename EEEvNS_6ParamsE=ELb0EEEvNS_6ParamsE` finds every kernel's .text identical.
 //
 // Status: written without a GPU in session 11, then run on an H200 in the same session (s11f in
 // docs/benchmarks.md): the self-test and every gpu-marked test passed on the first run; L 8192, H 16, Dv 64,
