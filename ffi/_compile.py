@@ -16,7 +16,7 @@ LIBRARY_NAME = "libbased_attention.so"
 HANDLER_SYMBOLS = (
     "BasedLinearAttentionFwd", "BasedLinearAttentionFwdInit", "BasedLinearAttentionFwdInto",
     "BasedLinearAttentionWgmmaFwd", "BasedLinearAttentionWgmmaFwdInit", "BasedLinearAttentionWgmmaFwdInto",
-    "BasedWgmmaSelfTest",
+    "BasedWgmmaSelfTest", "BasedWgmmaSelfTestGram",
 )
 NVCC_FLAGS = (
     "-O3",

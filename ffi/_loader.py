@@ -18,6 +18,7 @@ TARGETS = {
     "based_jax_linear_attention_wgmma_fwd_init": "BasedLinearAttentionWgmmaFwdInit",
     "based_jax_linear_attention_wgmma_fwd_into": "BasedLinearAttentionWgmmaFwdInto",
     "based_jax_wgmma_selftest": "BasedWgmmaSelfTest",
+    "based_jax_wgmma_selftest_gram": "BasedWgmmaSelfTestGram",
 }
 # Environment override: use this prebuilt library instead of the cache.
 LIBRARY_ENV = "BASED_JAX_FFI_LIBRARY"

@@ -40,6 +40,19 @@
 //     psi_k(K)^T to the wgmmas from registers (A fragments packed from the fp32 products) instead of shared
 //     memory: no psi_k^T / P stores and two barriers less per chunk, like the Pallas kernel's
 //     operand_staging="registers". Its only new convention is the register A fragment (checked by the self-test).
+//   * Sequence segments: the FFI attribute `segments` (> 0) replaces plan_segments' automatic count (0), for
+//     measurements (ffi.linear_attention(..., segments=...)); the kernels themselves do not change.
+//   * The Gram variant (attribute gram_sums, kernel="wgmma_gram" with normalize=False; register operands only):
+//     no ones column, so N = GV in the output and state products (m64n64 instead of m64n72 for GV = 64). The key
+//     sums, which only the final state needs without normalisation, come from a fourth accumulator instead:
+//     Gram [64 j, 16] += (M_left2^T K^T + [j >= 16]) K, i.e. rows j < 16: sum k_j k^T and rows 16..63: sum k^T,
+//     with the left factor that psi group 2 already computes (packed as register A fragments) and K^T [16, 64]
+//     built in smem by ldmatrix.trans next to [V]^T (4 m64n16k16 per chunk, in the state update's batch). Pass 1
+//     leaves each segment's partial Gram rows after its partial state in the scratch slot, the prefix kernel sums
+//     them like the state, and the last segment of pass 2 writes rows 0..16 as the third result [B, H, 17, 16];
+//     Python rebuilds k_state from them and the length (psi_layout.key_sums_from_gram) and adds the initial one.
+//     The default kernels compile to the same machine code as before these two options: `python -m
+//     ffi.sass_identity 6af8159 --rename EEEvNS_6ParamsE=ELb0EEEvNS_6ParamsE` finds every kernel's .text identical.
 //
 // Status: written without a GPU in session 11, then run on an H200 in the same session (s11f in
 // docs/benchmarks.md): the self-test and every gpu-marked test passed on the first run; L 8192, H 16, Dv 64,
@@ -84,8 +97,8 @@ struct Params {
   const float* ks0;        // [B, H, 192] psi layout, or null
   __nv_bfloat16* out;      // [B, L, H, Dv]
   float* kv;               // [B, H, 192, Dv] psi layout
-  float* ks;               // [B, H, 192] psi layout
-  float* scratch;          // [B*H*G, NS, 192, GV + 8] segment start states, or null
+  float* ks;               // [B, H, 192] psi layout; Gram variant: [B, H, 17, 16] Gram rows (sum k k^T; sum k)
+  float* scratch;          // [B*H*G, NS, slot] segment start states (slot: 192 x N, + 64 x 16 Gram), or null
   int64_t L, H, Dv;
   int G;        // value-column groups (Dv / GV)
   int NS;       // sequence segments
@@ -95,10 +108,11 @@ struct Params {
   float eps;
 };
 
-// Shared-memory layout (byte offsets from a 1024-aligned base). N = GV + 8 columns of [V, 1, 0].
-template <int GV>
+// Shared-memory layout (byte offsets from a 1024-aligned base). N = GV + 8 columns of [V, 1, 0], or, in the
+// Gram variant (kGram), N = GV columns of V plus a K^T operand [16, 64 tokens] for the Gram sums at the end.
+template <int GV, bool kGram = false>
 struct Smem {
-  static constexpr int N = GV + 8;
+  static constexpr int N = kGram ? GV : GV + 8;
   static constexpr int NA = N / 8;                                   // 8-row atoms along N
   static constexpr int kMats = 0;                                    // 7 x [64, 16]
   static constexpr int kQ = kMats + kNumMats * kMatBytes;            // 2 buffers x [64, 16]
@@ -109,8 +123,13 @@ struct Smem {
   static constexpr int kPsiBuf = kVt + NA * 4 * kAtom;               // psi_q [64, 192] / psi_k^T [192, 64]
   static constexpr int kP = kPsiBuf + 96 * kAtom;                    // [64, 64]
   static constexpr int kSb = kP + 32 * kAtom;                        // bf16(S)^T [N, 192]
-  static constexpr int kBytes = kSb + NA * 12 * kAtom;
+  static constexpr int kKt = kSb + NA * 12 * kAtom;                  // kGram: K^T [16, 64 tokens]
+  static constexpr int kBytes = kKt + (kGram ? 8 * kAtom : 0);
   static constexpr int kAlloc = kBytes + 1024;                       // room to align the base
+  // Rows of N floats in one scratch slot (b, h, value group, segment): the state [192, N], then (kGram) the Gram
+  // rows [64, 16] flattened into ceil(1024 / N) more rows. kSlotRows = kPsi in the default kernels.
+  static constexpr int kGramRows = kGram ? (64 * kFeat + N - 1) / N : 0;
+  static constexpr int kSlotRows = kPsi + kGramRows;
   static_assert(kVrawBytes % kAtom == 0, "atom-aligned buffers");
 };
 
@@ -216,12 +235,29 @@ __device__ __forceinline__ void wgmma_m64n72(float (&d)[36], uint64_t da, uint64
       : "l"(da), "l"(db), "n"(kAcc));
 }
 
+// N = 56: the Gram-sum variant's products for 56-column value groups (Dv = 112), no ones column.
+template <int kAcc>
+__device__ __forceinline__ void wgmma_m64n56(float (&d)[28], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %30, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n56k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, "
+      "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27}, %28, %29, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27])
+      : "l"(da), "l"(db), "n"(kAcc));
+}
+
 template <int N, int kAcc>
 __device__ __forceinline__ void wgmma_bf16(float (&d)[N / 2], uint64_t da, uint64_t db) {
   if constexpr (N == 64) {
     wgmma_m64n64<kAcc>(d, da, db);
+  } else if constexpr (N == 56) {
+    wgmma_m64n56<kAcc>(d, da, db);
   } else {
-    static_assert(N == 72, "wgmma shapes used here: m64n64k16, m64n72k16");
+    static_assert(N == 72, "wgmma shapes used here: m64n56k16, m64n64k16, m64n72k16");
     wgmma_m64n72<kAcc>(d, da, db);
   }
 }
@@ -259,12 +295,42 @@ __device__ __forceinline__ void wgmma_m64n72_rs(float (&d)[36], const uint32_t (
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(kAcc));
 }
 
+template <int kAcc>
+__device__ __forceinline__ void wgmma_m64n56_rs(float (&d)[28], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %33, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n56k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, "
+      "%14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27}, {%28, %29, %30, %31}, %32, p, 1, 1, "
+      "0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(kAcc));
+}
+
+// The Gram-sum accumulator's product: [64 features, 64 tokens] (registers) x K [64 tokens, 16] -> [64, 16].
+template <int kAcc>
+__device__ __forceinline__ void wgmma_m64n16_rs(float (&d)[8], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(kAcc));
+}
+
 template <int N, int kAcc>
 __device__ __forceinline__ void wgmma_bf16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db) {
   if constexpr (N == 64) {
     wgmma_m64n64_rs<kAcc>(d, a, db);
+  } else if constexpr (N == 56) {
+    wgmma_m64n56_rs<kAcc>(d, a, db);
+  } else if constexpr (N == 16) {
+    wgmma_m64n16_rs<kAcc>(d, a, db);
   } else {
-    static_assert(N == 72, "wgmma shapes used here: m64n64k16, m64n72k16");
+    static_assert(N == 72, "wgmma shapes used here: m64n{16,56,64,72}k16");
     wgmma_m64n72_rs<kAcc>(d, a, db);
   }
 }
@@ -418,12 +484,25 @@ __device__ __forceinline__ void finish_features(float (&t)[32], float (&r)[32], 
   store_psi_group<kTransposed>(psi, 2, t, r, warp, lane);
 }
 
+// Group 2's left factor alone, (M_left2^T K^T + [j >= 16]) [64 j, 64 tokens] in fragment order: rows j < 16 are
+// the keys k_j, rows 16..63 ones (zero-filled tokens past L have k = 0, so they add nothing below).
+__device__ __forceinline__ void gram_left_values(const float (&t)[32], int warp, int lane, float (&x)[32]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    x[i] = t[i] + (row >= kFeat ? 1.f : 0.f);
+  }
+}
+
 // S_g += psi_k(K)^T_g [V, 1, 0] with psi_k(K)^T fed from registers: each group's transposed products
 // (M^T K^T, fp32 [64 features, 64 tokens]) are multiplied, packed into A fragments and consumed by the state
 // wgmmas at once, while the next group's products run; nothing goes through shared memory.
-template <int N>
+// kGram: also gram [64 j, 16] += left [64 j, 64 tokens] K [64 tokens, 16] (K^T at ktt, K-major), i.e. rows
+// j < 16: sum k_j k^T, rows 16..63: sum k^T: the key sums of the psi state, rebuilt in Python. Issued in every
+// CTA (a conditional wgmma makes ptxas serialise the pipeline); only the CTAs that need the sums store them.
+template <int N, bool kGram = false>
 __device__ __forceinline__ void key_update_registers(float (&s)[3][N / 2], uint32_t mats, uint32_t kt, uint32_t vt,
-                                                     int warp, int lane) {
+                                                     int warp, int lane, float (&gram)[8], uint32_t ktt) {
   constexpr int NA = N / 8;
   const uint64_t dk = make_desc(kt);
   auto dm = [&](int m) { return make_desc(mats + m * kMatBytes); };
@@ -440,20 +519,37 @@ __device__ __forceinline__ void key_update_registers(float (&s)[3][N / 2], uint3
 #pragma unroll
   for (int g = 0; g < 3; ++g) {
     uint32_t a[4][4];
+    uint32_t left[4][4];  // kGram, g = 2: the Gram product's A operand
     {
       float x[32];
       psi_values<true>(g, t, r, warp, lane, x);
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) pack_a_slice(x, ks, a[ks]);
+      if (kGram && g == 2) {
+        gram_left_values(t, warp, lane, x);
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) pack_a_slice(x, ks, left[ks]);
+      }
     }
     pin(s[g]);
-    pin(t);
-    pin(r);
+    if (!(kGram && g == 2)) {  // kGram: t and r are dead after group 2's values, fewer live registers
+      pin(t);
+      pin(r);
+    }
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) pin(a[ks]);
+    if (kGram && g == 2) {
+      pin(gram);
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) pin(left[ks]);
+    }
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) wgmma_bf16_rs<N, 1>(s[g], a[ks], make_desc(vt + ks * NA * kAtom));
+    if (kGram && g == 2) {
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) wgmma_bf16_rs<16, 1>(gram, left[ks], make_desc(ktt + ks * 2 * kAtom));
+    }
     if (g == 0) wgmma_bf16<64, 0>(r, dm(kShift1), dk);
     if (g == 1) {
       wgmma_bf16<64, 0>(t, dm(kLeft2), dk);
@@ -462,16 +558,36 @@ __device__ __forceinline__ void key_update_registers(float (&s)[3][N / 2], uint3
     wgmma_commit();
     wgmma_wait0();
     pin(s[g]);
-    pin(t);
-    pin(r);
+    if (!(kGram && g == 2)) {
+      pin(t);
+      pin(r);
+    }
+    if (kGram && g == 2) pin(gram);
+  }
+}
+
+// K^T [16 features, 64 tokens] (K-major, 2 atoms per 16-token slice) at ktt from the swizzled k tile [64, 16] at
+// kt: the Gram product's B operand. One ldmatrix.x4.trans per warp (16 blocks of 8 tokens x 8 features), each
+// lane getting a token pair of one feature, a 4-byte slot of the operand (as in build_vt).
+__device__ __forceinline__ void build_kt(uint32_t kt, uint32_t ktt, int warp, int lane) {
+  const int id = 4 * warp + (lane >> 3);  // 8x8 block: tokens 8 (id % 8).., features 8 (id / 8)..
+  uint32_t r[4];
+  ldsm_x4_t(r, kt + tile_off(8 * (id & 7) + (lane & 7), 8 * (id >> 3), 8));
+#pragma unroll
+  for (int m = 0; m < 4; ++m) {
+    const int idm = 4 * warp + m;
+    const int f = 8 * (idm >> 3) + (lane >> 2), t = 8 * (idm & 7) + 2 * (lane & 3);
+    st_u32(ktt + tile_off(f, t, 2), r[m]);
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------
-template <int GV, bool kOut, bool kRegA>
+template <int GV, bool kOut, bool kRegA, bool kGram>
 __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
-  using L = Smem<GV>;
+  static_assert(!kGram || kRegA, "the Gram variant feeds psi_k(K)^T from registers");
+  using L = Smem<GV, kGram>;
   constexpr int N = L::N, NR = N / 2, NA = L::NA;
+  constexpr int kRows = L::kSlotRows;  // scratch slot: [kRows, N]
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;  // swizzle atoms need aligned addresses
   const uint32_t mats = base + L::kMats, vt = base + L::kVt, psi = base + L::kPsiBuf;
@@ -486,12 +602,16 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
   const int64_t col0 = int64_t(grp) * GV;
   const int c0 = seg * p.cps;
   const int c1 = min(c0 + p.cps, p.nchunks);
+  // Gram sums (every CTA of the Gram variant computes them): pass 1 stores every segment's partial sums for the
+  // prefix kernel; in pass 2 only the last segment of value group 0 starts from their prefix and stores the total.
+  const bool use_gram = kGram && grp == 0 && (!kOut || seg == p.NS - 1);
+  const uint32_t ktt = base + L::kKt;
 
   fill_matrices(mats, tid);
 
   // ---- the state accumulators S_g [64 features, N], g = 0..2: this segment's starting state (pass 2) or 0.
   float s[3][NR];
-  const float* start = (kOut && p.scratch) ? p.scratch + (bhg * p.NS + seg) * int64_t(kPsi * N) : nullptr;
+  const float* start = (kOut && p.scratch) ? p.scratch + (bhg * p.NS + seg) * int64_t(kRows * N) : nullptr;
 #pragma unroll
   for (int g = 0; g < 3; ++g) {
 #pragma unroll
@@ -502,6 +622,20 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
       if (start != nullptr) x = __ldcg(reinterpret_cast<const float2*>(start + f * N + n));
       s[g][i] = x.x;
       s[g][i + 1] = x.y;
+    }
+  }
+
+  // Gram rows [64 j, 16] (kGram): this segment's start (pass 2, last segment) or 0; fragment element i is row
+  // 16 warp + lane / 4 + 8 ((i / 2) % 2), column 8 (i / 4) + 2 (lane % 4) + i % 2.
+  float gram[8];  // unused (never read) in the default kernels
+  if constexpr (kGram) {
+#pragma unroll
+    for (int i = 0; i < 8; i += 2) {
+      const int j = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1), c = 8 * (i >> 2) + 2 * (lane & 3);
+      float2 x = make_float2(0.f, 0.f);
+      if (use_gram && start != nullptr) x = __ldcg(reinterpret_cast<const float2*>(start + kPsi * N + j * kFeat + c));
+      gram[i] = x.x;
+      gram[i + 1] = x.y;
     }
   }
 
@@ -559,11 +693,13 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
         st_u32(vt + tile_off(n, t, NA), r[m]);
       }
     }
-    for (int u = tid; u < 8 * 32; u += kThreads) {  // rows GV..N-1: the ones row (valid tokens), zeros
-      const int n = GV + u / 32, t = 2 * (u % 32);
-      const bool ones = n == GV;
-      st_u32(vt + tile_off(n, t, NA),
-             pack_bf16(ones && t0 + t < p.L ? 1.f : 0.f, ones && t0 + t + 1 < p.L ? 1.f : 0.f));
+    if constexpr (!kGram) {
+      for (int u = tid; u < 8 * 32; u += kThreads) {  // rows GV..N-1: the ones row (valid tokens), zeros
+        const int n = GV + u / 32, t = 2 * (u % 32);
+        const bool ones = n == GV;
+        st_u32(vt + tile_off(n, t, NA),
+               pack_bf16(ones && t0 + t < p.L ? 1.f : 0.f, ones && t0 + t + 1 < p.L ? 1.f : 0.f));
+      }
     }
   };
 
@@ -571,8 +707,11 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
   auto store_output = [&](const float(&o)[NR], int64_t t0) {
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const float den = __shfl_sync(0xffffffffu, o[4 * (GV / 8) + 2 * hh], lane & ~3);
-      const float inv = p.normalize ? 1.f / (den + p.eps) : 1.f;
+      float inv = 1.f;  // the Gram variant runs with normalize=False only: no denominator column
+      if constexpr (!kGram) {
+        const float den = __shfl_sync(0xffffffffu, o[4 * (GV / 8) + 2 * hh], lane & ~3);
+        inv = p.normalize ? 1.f / (den + p.eps) : 1.f;
+      }
       const int64_t tok = t0 + 16 * warp + (lane >> 2) + 8 * hh;
       if (tok < p.L) {
         __nv_bfloat16* dst = p.out + ((b * p.L + tok) * p.H + h) * p.Dv + col0 + 2 * (lane & 3);
@@ -593,6 +732,7 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
     __syncthreads();  // this chunk's loads landed everywhere; the previous chunk's readers are done
     if (chunk + 1 < c1) issue_load(chunk + 1, buf ^ 1);
     build_vt(buf, t0);
+    if (kGram) build_kt(kt, ktt, warp, lane);
     fence_proxy_async();
     __syncthreads();
 
@@ -653,7 +793,7 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
     }
 
     if constexpr (kRegA) {
-      key_update_registers<N>(s, mats, kt, vt, warp, lane);
+      key_update_registers<N, kGram>(s, mats, kt, vt, warp, lane, gram, ktt);
     } else {
       if constexpr (!kOut) {
         float t[32], r[32], unused[32];
@@ -691,39 +831,56 @@ __global__ void __launch_bounds__(kThreads) wgmma_kernel(const Params p) {
         const int f = 64 * g + 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
         const int n = 8 * (i >> 2) + 2 * (lane & 3);
         if (!kOut) {
-          float* dst = p.scratch + ((bhg * p.NS + seg + 1) * kPsi + f) * int64_t(N) + n;
+          float* dst = p.scratch + ((bhg * p.NS + seg + 1) * kRows + f) * int64_t(N) + n;
           __stcg(reinterpret_cast<float2*>(dst), make_float2(s[g][i], s[g][i + 1]));
         } else if (n < GV) {
           *reinterpret_cast<float2*>(p.kv + (bh * kPsi + f) * p.Dv + col0 + n) = make_float2(s[g][i], s[g][i + 1]);
-        } else if (n == GV && grp == 0) {
+        } else if (!kGram && n == GV && grp == 0) {
           p.ks[bh * kPsi + f] = s[g][i];
         }
+      }
+    }
+  }
+  // ---- kGram: the Gram rows: pass 1 writes them into the next segment's scratch slot (every group, so that the
+  // prefix kernel sums only written values); the last segment of pass 2 (group 0) stores rows 0..16 (rows 17..63
+  // repeat row 16).
+  if constexpr (kGram) {
+#pragma unroll
+    for (int i = 0; i < 8; i += 2) {
+      const int j = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1), c = 8 * (i >> 2) + 2 * (lane & 3);
+      if (!kOut) {
+        float* dst = p.scratch + (bhg * p.NS + seg + 1) * int64_t(kRows * N) + kPsi * N + j * kFeat + c;
+        __stcg(reinterpret_cast<float2*>(dst), make_float2(gram[i], gram[i + 1]));
+      } else if (use_gram && j <= kFeat) {
+        *reinterpret_cast<float2*>(p.ks + (bh * (kFeat + 1) + j) * kFeat + c) = make_float2(gram[i], gram[i + 1]);
       }
     }
   }
 }
 
 // Segment starting states: scratch[bhg, 0] = initial state (or 0), scratch[bhg, s] = scratch[bhg, s - 1] +
-// the partial sum of segment s - 1 that pass 1 left there. One thread per (bhg, feature, column).
-template <int GV>
+// the partial sum of segment s - 1 that pass 1 left there. One thread per (bhg, slot element): feature and column
+// of the state, or (kGram) one Gram entry, which starts at 0 (the initial key sums are added in Python).
+template <int GV, bool kGram>
 __global__ void prefix_kernel(const Params p, int64_t count) {
-  constexpr int N = GV + 8;
+  constexpr int N = Smem<GV, kGram>::N;
+  constexpr int kRows = Smem<GV, kGram>::kSlotRows;  // scratch slot: [kRows, N]
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= count) return;
-  const int64_t e = idx % (kPsi * N), bhg = idx / (kPsi * N);
-  const int f = static_cast<int>(e / N), n = static_cast<int>(e % N);
+  const int64_t e = idx % (kRows * N), bhg = idx / (kRows * N);
+  const int f = static_cast<int>(e / N), n = static_cast<int>(e % N);  // f >= 192: a Gram entry
   const int grp = static_cast<int>(bhg % p.G);
   const int64_t bh = bhg / p.G;
   float acc = 0.f;
-  if (p.kv0 != nullptr) {
+  if (p.kv0 != nullptr && (!kGram || f < kPsi)) {
     if (n < GV) {
       acc = p.kv0[(bh * kPsi + f) * p.Dv + int64_t(grp) * GV + n];
     } else if (n == GV) {
       acc = p.ks0[bh * kPsi + f];
     }
   }
-  float* slot = p.scratch + bhg * p.NS * int64_t(kPsi * N) + e;
-  constexpr int64_t kSlot = int64_t(kPsi) * N;
+  float* slot = p.scratch + bhg * p.NS * int64_t(kRows * N) + e;
+  constexpr int64_t kSlot = int64_t(kRows) * N;
   slot[0] = acc;
   for (int s0 = 1; s0 < p.NS; s0 += 8) {  // eight independent loads in flight, then the running sum
     float x[8];
@@ -811,6 +968,70 @@ __global__ void __launch_bounds__(kThreads) selftest_kernel(const __nv_bfloat16*
   }
 }
 
+// Self-test of what the Gram variant adds, one warpgroup: a [64, 64] (A), b56 [56, 64], kk [64 tokens, 16],
+// b64 [64, 64]: d4 = a b56^T (four m64n56k16 K slices, A in smem), d5 = a kk (K^T built by build_kt from a k tile
+// staged like the kernel's, A from registers, four m64n16k16), d6 = a b64^T (m64n64k16, A from registers).
+__global__ void __launch_bounds__(kThreads) selftest_gram_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b56,
+                                                                 const __nv_bfloat16* kk, const __nv_bfloat16* b64,
+                                                                 float* d4, float* d5, float* d6) {
+  __shared__ __align__(1024) unsigned char buf[(32 + 28 + 8 + 8 + 32) * kAtom];
+  const uint32_t sa = smem_u32(buf), sb56 = sa + 32 * kAtom, sk = sb56 + 28 * kAtom, skt = sk + 8 * kAtom;
+  const uint32_t sb64 = skt + 8 * kAtom;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  auto stage = [&](uint32_t dst, const __nv_bfloat16* src, int rows, int cols) {  // K-major, tile_off layout
+    for (int u = tid; u < rows * cols / 2; u += kThreads) {
+      const int r = (2 * u) / cols, c = (2 * u) % cols;
+      st_u32(dst + tile_off(r, c, rows / 8), *reinterpret_cast<const uint32_t*>(src + r * cols + c));
+    }
+  };
+  stage(sa, a, 64, 64);
+  stage(sb56, b56, 56, 64);
+  stage(sk, kk, 64, 16);  // the k tile: [64 tokens, 16], as the kernel's cp.async leaves it
+  stage(sb64, b64, 64, 64);
+  __syncthreads();
+  build_kt(sk, skt, warp, lane);
+  fence_proxy_async();
+  __syncthreads();
+  float acc4[28], acc5[8], acc6[32], x[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {  // a in accumulator-fragment order
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    x[i] = __bfloat162float(a[row * 64 + col]);
+  }
+  uint32_t ar[4][4];
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) pack_a_slice(x, ks, ar[ks]);
+  pin(acc4);
+  pin(acc5);
+  pin(acc6);
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) pin(ar[ks]);
+  wgmma_fence();
+  wgmma_bf16<56, 0>(acc4, make_desc(sa), make_desc(sb56));
+  wgmma_bf16_rs<16, 0>(acc5, ar[0], make_desc(skt));
+  wgmma_bf16_rs<64, 0>(acc6, ar[0], make_desc(sb64));
+#pragma unroll
+  for (int ks = 1; ks < 4; ++ks) {
+    wgmma_bf16<56, 1>(acc4, make_desc(sa + ks * 8 * kAtom), make_desc(sb56 + ks * 7 * kAtom));
+    wgmma_bf16_rs<16, 1>(acc5, ar[ks], make_desc(skt + ks * 2 * kAtom));
+    wgmma_bf16_rs<64, 1>(acc6, ar[ks], make_desc(sb64 + ks * 8 * kAtom));
+  }
+  wgmma_commit();
+  wgmma_wait0();
+  pin(acc4);
+  pin(acc5);
+  pin(acc6);
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    const int row = 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1);
+    const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
+    if (i < 28) d4[row * 56 + col] = acc4[i];
+    if (i < 8) d5[row * 16 + col] = acc5[i];
+    d6[row * 64 + col] = acc6[i];
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Host side.
 int num_sms() {
@@ -820,11 +1041,15 @@ int num_sms() {
   return n;
 }
 
-// Segments: split the sequence until B*H*G*NS fills two CTAs per SM, keeping >= 4 chunks per segment.
-void plan_segments(Params& p, int64_t blocks) {
+// Segments: `segments` if > 0 (at most one per chunk), else split the sequence until B*H*G*NS fills two CTAs per
+// SM, keeping >= 4 chunks per segment. Equal segments of cps chunks: NS can come out below the request (33 chunks
+// in 16 segments: 11 of 3 chunks).
+void plan_segments(Params& p, int64_t blocks, int segments) {
   const int64_t slots = 2 * int64_t(num_sms());
   int ns = 1;
-  if (blocks < slots) {
+  if (segments > 0) {
+    ns = std::min(segments, p.nchunks);
+  } else if (blocks < slots) {
     ns = static_cast<int>(std::min<int64_t>(slots / blocks, std::max(1, p.nchunks / 4)));
     ns = std::max(ns, 1);
   }
@@ -840,20 +1065,21 @@ ffi::Error check_launch(const char* what) {
   return ffi::Error::Success();
 }
 
-template <int GV, bool kRegA>
-ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p, int64_t batch) {
-  using L = Smem<GV>;
-  constexpr int N = GV + 8;
+template <int GV, bool kRegA, bool kGram>
+ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p, int64_t batch, int segments) {
+  using L = Smem<GV, kGram>;
+  constexpr int N = L::N;
   p.G = static_cast<int>(p.Dv / GV);
   p.nchunks = static_cast<int>((p.L + kChunk - 1) / kChunk);
   const int64_t blocks = batch * p.H * p.G;
   if (blocks > 0x7fffffffLL) return ffi::Error::InvalidArgument("based_attention_wgmma: B*H*groups exceeds 2^31-1");
-  plan_segments(p, blocks);
+  plan_segments(p, blocks, segments);
+  if (p.NS > 65535) return ffi::Error::InvalidArgument("based_attention_wgmma: more than 65535 segments");
   p.scratch = nullptr;
   const bool need_start = p.NS > 1 || p.kv0 != nullptr;
-  const int64_t count = blocks * kPsi * N;  // prefix-kernel threads
+  const int64_t count = blocks * L::kSlotRows * N;  // prefix-kernel threads
   if (need_start) {
-    const size_t bytes = size_t(blocks) * p.NS * kPsi * N * sizeof(float);
+    const size_t bytes = size_t(blocks) * p.NS * L::kSlotRows * N * sizeof(float);
     auto mem = scratch.Allocate(bytes, 16);
     if (!mem.has_value()) {
       return ffi::Error::Internal("based_attention_wgmma: could not allocate " + std::to_string(bytes) +
@@ -861,8 +1087,8 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
     }
     p.scratch = static_cast<float*>(*mem);
   }
-  auto k_state = wgmma_kernel<GV, false, kRegA>;
-  auto k_out = wgmma_kernel<GV, true, kRegA>;
+  auto k_state = wgmma_kernel<GV, false, kRegA, kGram>;
+  auto k_out = wgmma_kernel<GV, true, kRegA, kGram>;
   cudaFuncSetAttribute(k_state, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kAlloc);
   cudaFuncSetAttribute(k_out, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kAlloc);
   if (p.NS > 1) {
@@ -872,7 +1098,7 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
   if (need_start) {
     const int64_t grid = (count + 255) / 256;
     if (grid > 0x7fffffffLL) return ffi::Error::InvalidArgument("based_attention_wgmma: state too large");
-    prefix_kernel<GV><<<static_cast<unsigned>(grid), 256, 0, stream>>>(p, count);
+    prefix_kernel<GV, kGram><<<static_cast<unsigned>(grid), 256, 0, stream>>>(p, count);
     if (auto err = check_launch("prefix kernel"); err.failure()) return err;
   }
   k_out<<<dim3(static_cast<unsigned>(blocks), p.NS), kThreads, L::kAlloc, stream>>>(p);
@@ -881,10 +1107,31 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
+// The FFI attributes of one call (see attrs_and_results).
+struct Options {
+  bool normalize;
+  float eps;
+  bool register_operands;
+  int32_t segments;  // 0: automatic
+  bool gram_sums;    // third result = Gram rows [..., H, 17, 16] instead of k_state [..., H, 192]
+};
+
+template <int GV>
+ffi::Error launch_variant(cudaStream_t stream, ffi::ScratchAllocator& scratch, const Params& p, int64_t batch,
+                          const Options& opt) {
+  if (opt.gram_sums) return launch<GV, true, true>(stream, scratch, p, batch, opt.segments);
+  if (opt.register_operands) return launch<GV, true, false>(stream, scratch, p, batch, opt.segments);
+  return launch<GV, false, false>(stream, scratch, p, batch, opt.segments);
+}
+
 ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
-                   ffi::AnyBuffer v, const ffi::AnyBuffer* kv0, const ffi::AnyBuffer* ks0, bool normalize,
-                   float eps, bool register_operands, ffi::Result<ffi::AnyBuffer> out,
-                   ffi::Result<ffi::AnyBuffer> kv, ffi::Result<ffi::AnyBuffer> ks) {
+                   ffi::AnyBuffer v, const ffi::AnyBuffer* kv0, const ffi::AnyBuffer* ks0, const Options& opt,
+                   ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv, ffi::Result<ffi::AnyBuffer> ks) {
+  if (opt.segments < 0) return ffi::Error::InvalidArgument("based_attention_wgmma: segments must be >= 0");
+  if (opt.gram_sums && (opt.normalize || !opt.register_operands)) {
+    return ffi::Error::InvalidArgument(
+        "based_attention_wgmma: gram_sums needs normalize=False and register_operands=True");
+  }
   const auto qd = q.dimensions(), vd = v.dimensions();
   if (q.element_type() != ffi::BF16 || k.element_type() != ffi::BF16 || v.element_type() != ffi::BF16 ||
       out->element_type() != ffi::BF16) {
@@ -909,14 +1156,16 @@ ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
   p.L = qd[rank - 3];
   p.H = qd[rank - 2];
   p.Dv = vd[rank - 1];
-  if (kv->element_count() != batch * p.H * kPsi * p.Dv || ks->element_count() != batch * p.H * kPsi ||
+  const int64_t ks_count = batch * p.H * (opt.gram_sums ? (kFeat + 1) * kFeat : kPsi);
+  if (kv->element_count() != batch * p.H * kPsi * p.Dv || ks->element_count() != ks_count ||
       out->element_count() != v.element_count()) {
     return ffi::Error::InvalidArgument(
-        "based_attention_wgmma: outputs must be out [..., L, H, Dv], kv [..., H, 192, Dv], k_state [..., H, 192]");
+        "based_attention_wgmma: outputs must be out [..., L, H, Dv], kv [..., H, 192, Dv], k_state [..., H, 192] "
+        "(gram_sums: Gram rows [..., H, 17, 16])");
   }
   if (kv0 != nullptr) {
     if (kv0->element_type() != ffi::F32 || ks0->element_type() != ffi::F32 ||
-        kv0->element_count() != kv->element_count() || ks0->element_count() != ks->element_count()) {
+        kv0->element_count() != kv->element_count() || ks0->element_count() != batch * p.H * kPsi) {
       return ffi::Error::InvalidArgument(
           "based_attention_wgmma: initial state must be float32 kv [B, H, 192, Dv] and k_state [B, H, 192]");
     }
@@ -930,42 +1179,41 @@ ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyB
   p.out = static_cast<__nv_bfloat16*>(out->untyped_data());
   p.kv = static_cast<float*>(kv->untyped_data());
   p.ks = static_cast<float*>(ks->untyped_data());
-  p.normalize = normalize ? 1 : 0;
-  p.eps = eps;
+  p.normalize = opt.normalize ? 1 : 0;
+  p.eps = opt.eps;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out) || !aligned16(p.kv)) {
     return ffi::Error::InvalidArgument("based_attention_wgmma: q, k, v, out and kv must be 16-byte aligned");
   }
-  const bool reg_a = register_operands;
-  if (p.Dv % 64 == 0) return reg_a ? launch<64, true>(stream, scratch, p, batch) : launch<64, false>(stream, scratch, p, batch);
-  if (p.Dv % 56 == 0) return reg_a ? launch<56, true>(stream, scratch, p, batch) : launch<56, false>(stream, scratch, p, batch);
+  if (p.Dv % 64 == 0) return launch_variant<64>(stream, scratch, p, batch, opt);
+  if (p.Dv % 56 == 0) return launch_variant<56>(stream, scratch, p, batch, opt);
   return ffi::Error::InvalidArgument("based_attention_wgmma: Dv must be a multiple of 64 or 56; got " +
                                      std::to_string(p.Dv));
 }
 
 ffi::Error ForwardInit(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
                        ffi::AnyBuffer v, ffi::AnyBuffer kv0, ffi::AnyBuffer ks0, bool normalize, float eps,
-                       bool register_operands, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
-                       ffi::Result<ffi::AnyBuffer> ks) {
-  return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, normalize, eps, register_operands, out, kv,
-                 ks);
+                       bool register_operands, int32_t segments, bool gram_sums, ffi::Result<ffi::AnyBuffer> out,
+                       ffi::Result<ffi::AnyBuffer> kv, ffi::Result<ffi::AnyBuffer> ks) {
+  const Options opt{normalize, eps, register_operands, segments, gram_sums};
+  return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, opt, out, kv, ks);
 }
 
 ffi::Error ForwardNoInit(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
-                         ffi::AnyBuffer v, bool normalize, float eps, bool register_operands,
-                         ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
+                         ffi::AnyBuffer v, bool normalize, float eps, bool register_operands, int32_t segments,
+                         bool gram_sums, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
                          ffi::Result<ffi::AnyBuffer> ks) {
-  return forward(stream, std::move(scratch), q, k, v, nullptr, nullptr, normalize, eps, register_operands, out,
-                 kv, ks);
+  const Options opt{normalize, eps, register_operands, segments, gram_sums};
+  return forward(stream, std::move(scratch), q, k, v, nullptr, nullptr, opt, out, kv, ks);
 }
 
 // Test entry: like ForwardInit plus three inputs aliased to the outputs (NaN-poisoned by the tests).
 ffi::Error ForwardInto(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
                        ffi::AnyBuffer v, ffi::AnyBuffer kv0, ffi::AnyBuffer ks0, ffi::AnyBuffer, ffi::AnyBuffer,
-                       ffi::AnyBuffer, bool normalize, float eps, bool register_operands,
-                       ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
+                       ffi::AnyBuffer, bool normalize, float eps, bool register_operands, int32_t segments,
+                       bool gram_sums, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
                        ffi::Result<ffi::AnyBuffer> ks) {
-  return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, normalize, eps, register_operands, out, kv,
-                 ks);
+  const Options opt{normalize, eps, register_operands, segments, gram_sums};
+  return forward(stream, std::move(scratch), q, k, v, &kv0, &ks0, opt, out, kv, ks);
 }
 
 ffi::Error SelfTest(cudaStream_t stream, ffi::AnyBuffer a1, ffi::AnyBuffer b1, ffi::AnyBuffer a2,
@@ -989,6 +1237,28 @@ ffi::Error SelfTest(cudaStream_t stream, ffi::AnyBuffer a1, ffi::AnyBuffer b1, f
   return check_launch("self-test kernel");
 }
 
+ffi::Error SelfTestGram(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b56, ffi::AnyBuffer kk,
+                        ffi::AnyBuffer b64, ffi::Result<ffi::AnyBuffer> d4, ffi::Result<ffi::AnyBuffer> d5,
+                        ffi::Result<ffi::AnyBuffer> d6) {
+  for (const ffi::AnyBuffer* x : {&a, &b56, &kk, &b64}) {
+    if (x->element_type() != ffi::BF16) return ffi::Error::InvalidArgument("gram self-test: inputs must be bf16");
+  }
+  if (a.element_count() != 64 * 64 || b56.element_count() != 56 * 64 || kk.element_count() != 64 * 16 ||
+      b64.element_count() != 64 * 64 || d4->element_count() != 64 * 56 || d5->element_count() != 64 * 16 ||
+      d6->element_count() != 64 * 64 || d4->element_type() != ffi::F32 || d5->element_type() != ffi::F32 ||
+      d6->element_type() != ffi::F32) {
+    return ffi::Error::InvalidArgument(
+        "gram self-test: a [64, 64], b56 [56, 64], kk [64, 16], b64 [64, 64] -> d4 [64, 56], d5 [64, 16], "
+        "d6 [64, 64] f32");
+  }
+  selftest_gram_kernel<<<1, kThreads, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(a.untyped_data()), static_cast<const __nv_bfloat16*>(b56.untyped_data()),
+      static_cast<const __nv_bfloat16*>(kk.untyped_data()), static_cast<const __nv_bfloat16*>(b64.untyped_data()),
+      static_cast<float*>(d4->untyped_data()), static_cast<float*>(d5->untyped_data()),
+      static_cast<float*>(d6->untyped_data()));
+  return check_launch("gram self-test kernel");
+}
+
 // Stream, scratch and the q, k, v buffers: the start of every handler's binding.
 inline auto bind_qkv() {
   return ffi::Ffi::Bind()
@@ -1006,9 +1276,11 @@ auto attrs_and_results(Binding binding) {
       .template Attr<bool>("normalize")
       .template Attr<float>("eps")
       .template Attr<bool>("register_operands")  // P and psi_k(K)^T fed to the wgmmas from registers
+      .template Attr<int32_t>("segments")        // sequence segments; 0: automatic (plan_segments)
+      .template Attr<bool>("gram_sums")          // normalize=False: key sums as Gram rows, N = GV products
       .template Ret<ffi::AnyBuffer>()   // out [..., L, H, Dv] bf16
       .template Ret<ffi::AnyBuffer>()   // kv [..., H, 192, Dv] f32 (psi layout)
-      .template Ret<ffi::AnyBuffer>();  // k_state [..., H, 192] f32 (psi layout)
+      .template Ret<ffi::AnyBuffer>();  // k_state [..., H, 192] f32 (psi layout); gram_sums: [..., H, 17, 16]
 }
 
 }  // namespace based_wgmma
@@ -1034,6 +1306,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedLinearAttentionWgmmaFwdInto, based_wgmma::For
 // a1 [64, 16], b1 [64, 16], a2 [64, 64], b2 [72, 64] bf16 -> d1 = a1 b1^T [64, 64], d2 = d3 = a2 b2^T [64, 72]
 // f32 (d3 with a2 from registers).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedWgmmaSelfTest, based_wgmma::SelfTest,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+// a [64, 64], b56 [56, 64], kk [64, 16], b64 [64, 64] bf16 -> d4 = a b56^T [64, 56], d5 = a kk [64, 16] (K^T via
+// build_kt, A from registers), d6 = a b64^T [64, 64] (A from registers) f32: the Gram variant's conventions.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BasedWgmmaSelfTestGram, based_wgmma::SelfTestGram,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
                                   .Arg<ffi::AnyBuffer>()

@@ -20,6 +20,10 @@ S_psi = sum_t psi_k(k_t) v_t^T [R, Dv] and KS_psi = sum_t psi_k(k_t) [R]; `to_27
 state to the contract's 273 layout (each phi row is one psi row times a weight), `from_273` maps any
 273-layout state to the psi state with the same readout phi(q).S = psi_q(q).S_psi (symmetrising the
 x_a x_b / x_b x_a rows, which changes nothing a query can read).
+
+The Gram variant (kernel="wgmma_gram", normalize=False) has no ones column: its third result is the
+Gram rows G [..., 17, 16] = sum_t [k_t; 1] k_t^T (rows 0..15: sum k_a k_b, row 16: sum k_b), and
+`key_sums_from_gram` rebuilds KS_psi from G and the token count.
 """
 
 import numpy as np
@@ -76,8 +80,31 @@ def _from_273_table() -> tuple[np.ndarray, np.ndarray]:
   return index, weight
 
 
+GRAM_ROWS = FEATURE_DIM + 1  # the Gram variant's rows: sum k k^T (16), then sum k
+
+
+def _from_gram_table() -> tuple[np.ndarray, np.ndarray]:
+  """For each psi row: its source in src = [G flattened (17 x 16 = 272), count] and the weight
+  (psi_k's row table: x_a x_{a+d} with 1/8 for d = 0, 8 and 1/4 otherwise, x_b / 2, 1; weight 0:
+  the zero rows 161..191)."""
+  index = np.zeros(PSI_DIM, np.int32)
+  weight = np.zeros(PSI_DIM, np.float32)
+  for d in range(9):
+    for a in range(FEATURE_DIM):
+      index[16 * d + a] = FEATURE_DIM * a + (a + d) % FEATURE_DIM
+      weight[16 * d + a] = 0.125 if d in (0, 8) else 0.25
+  index[LINEAR_ROW:LINEAR_ROW + FEATURE_DIM] = FEATURE_DIM * FEATURE_DIM + np.arange(FEATURE_DIM)
+  weight[LINEAR_ROW:LINEAR_ROW + FEATURE_DIM] = 0.5
+  index[CONST_ROW], weight[CONST_ROW] = GRAM_ROWS * FEATURE_DIM, 1.0
+  return index, weight
+
+
 TO_273_INDEX, TO_273_WEIGHT = _to_273_table()        # [E], [E]
 FROM_273_INDEX, FROM_273_WEIGHT = _from_273_table()  # [R, 2], [R, 2]
+FROM_GRAM_INDEX, FROM_GRAM_WEIGHT = _from_gram_table()  # [R], [R]
+# Gram source -> 273 rows in one gather: each phi row reads one psi row, which reads one source entry.
+GRAM_TO_273_INDEX = FROM_GRAM_INDEX[TO_273_INDEX]                     # [E]
+GRAM_TO_273_WEIGHT = TO_273_WEIGHT * FROM_GRAM_WEIGHT[TO_273_INDEX]   # [E]
 
 
 def _weights(w: np.ndarray, ndim: int):
@@ -99,6 +126,29 @@ def from_273(state):
   first = jnp.take(state, FROM_273_INDEX[:, 0], axis=2) * _weights(FROM_273_WEIGHT[:, 0], state.ndim)
   second = jnp.take(state, FROM_273_INDEX[:, 1], axis=2) * _weights(FROM_273_WEIGHT[:, 1], state.ndim)
   return first + second
+
+
+def key_sums_from_gram(gram, count: int):
+  """Gram rows [..., 17, 16] f32 and the token count -> KS_psi = sum_t psi_k(k_t) [..., R] (f32).
+
+  Zero-filled tokens past L add nothing to G (their keys are 0), so `count` is the real length."""
+  import jax.numpy as jnp
+
+  flat = gram.reshape(gram.shape[:-2] + (GRAM_ROWS * FEATURE_DIM,))             # [..., 272]
+  count = jnp.full(flat.shape[:-1] + (1,), count, jnp.float32)                   # [..., 1]
+  src = jnp.concatenate([flat.astype(jnp.float32), count], axis=-1)              # [..., 273]
+  return jnp.take(src, FROM_GRAM_INDEX, axis=-1) * FROM_GRAM_WEIGHT              # [..., R]
+
+
+def key_state_273_from_gram(gram, count: int):
+  """Gram rows [..., 17, 16] and the token count -> sum_t phi(k_t) [..., E] (f32): to_273 of
+  key_sums_from_gram, as one gather."""
+  import jax.numpy as jnp
+
+  flat = gram.reshape(gram.shape[:-2] + (GRAM_ROWS * FEATURE_DIM,))             # [..., 272]
+  count = jnp.full(flat.shape[:-1] + (1,), count, jnp.float32)                   # [..., 1]
+  src = jnp.concatenate([flat.astype(jnp.float32), count], axis=-1)              # [..., 273]
+  return jnp.take(src, GRAM_TO_273_INDEX, axis=-1) * GRAM_TO_273_WEIGHT          # [..., E]
 
 
 def matrices() -> np.ndarray:
@@ -133,12 +183,15 @@ def psi_from_matrices(x: np.ndarray, side: str) -> np.ndarray:
   return np.concatenate([group0, group1, group2], axis=-1)                     # [..., R]
 
 
-def kernel_model(q, k, v, *, normalize: bool, eps: float, kv0=None, ks0=None, num_segments: int = 1):
+def kernel_model(q, k, v, *, normalize: bool, eps: float, kv0=None, ks0=None, num_segments: int = 1,
+                 gram_sums: bool = False):
   """NumPy model of the wgmma kernel (float64 features, bf16 roundings where the kernel rounds).
 
   q, k: [B, L, H, 16]; v: [B, L, H, Dv]; kv0 [B, H, E, Dv] / ks0 [B, H, E] or None. Chunks of 64
   tokens, segments whose partial states are prefix-summed, psi layout throughout; returns
-  (out [B, L, H, Dv] float64, kv [B, H, E, Dv], ks [B, H, E]) in the 273 layout.
+  (out [B, L, H, Dv] float64, kv [B, H, E, Dv], ks [B, H, E]) in the 273 layout. gram_sums (with
+  normalize=False): the key sums come from per-segment Gram rows through key_sums_from_gram, as
+  in the Gram variant.
   """
   import jax.numpy as jnp
 
@@ -179,4 +232,15 @@ def kernel_model(q, k, v, *, normalize: bool, eps: float, kv0=None, ks0=None, nu
   out = num / (den + eps) if normalize else num
   kv = np.asarray(to_273(jnp.asarray(acc[..., :dv])), np.float64)
   ks = np.asarray(to_273(jnp.asarray(acc[..., dv])), np.float64)
+  if gram_sums:
+    assert not normalize, "the Gram variant has no denominator"
+    left = np.concatenate([k, np.ones(k.shape[:-1] + (1,))], axis=-1)       # [B, Lp, H, 17]
+    gram = 0.0
+    for seg in range(num_segments):  # pass 1 partials + the last segment's, summed like the prefix
+      rows = slice(seg * cps * 64, min(nchunks, (seg + 1) * cps) * 64)
+      gram = gram + np.einsum("blhg,blhf->bhgf", left[:, rows], k[:, rows])   # [B, H, 17, 16]
+    ks_psi = np.asarray(key_sums_from_gram(jnp.asarray(gram, jnp.float32), length))
+    if ks0 is not None:
+      ks_psi = ks_psi + np.asarray(from_273(jnp.asarray(ks0, jnp.float32)))
+    ks = np.asarray(to_273(jnp.asarray(ks_psi, jnp.float32)), np.float64)
   return out, kv, ks

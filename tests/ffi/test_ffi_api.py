@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import ffi
@@ -143,14 +144,15 @@ def test_kernel_selection_and_targets():
   from ffi import _compile
   from ffi import based_attention as ba
 
-  assert ba.KERNELS == ("wgmma", "wgmma_smem", "mma_sync") and ba.DEFAULT_KERNEL == "wgmma"
+  assert ba.KERNELS == ("wgmma", "wgmma_smem", "mma_sync", "wgmma_gram") and ba.DEFAULT_KERNEL == "wgmma"
   assert ba._targets("mma_sync") == (ba.TARGET, ba.TARGET_INIT, ba.TARGET_INTO, 273)
-  for wgmma in ("wgmma", "wgmma_smem"):
+  for wgmma in ("wgmma", "wgmma_smem", "wgmma_gram"):
     assert ba._targets(wgmma) == (ba.WGMMA_TARGET, ba.WGMMA_TARGET_INIT, ba.WGMMA_TARGET_INTO, 192)
-  # the two wgmma kernels differ in one attribute of the same handlers
+  # the wgmma kernels differ in attributes of the same handlers
   assert ba._kernel_attrs("wgmma", True, 1e-6)["register_operands"] is True
   assert ba._kernel_attrs("wgmma_smem", True, 1e-6)["register_operands"] is False
   assert "register_operands" not in ba._kernel_attrs("mma_sync", True, 1e-6)
+  assert "segments" not in ba._kernel_attrs("mma_sync", True, 1e-6)
   for target in ba._targets("wgmma")[:3] + ba._targets("mma_sync")[:3]:
     assert _loader.TARGETS[target] in _compile.HANDLER_SYMBOLS
   out, kv, ks = ba._result_types(*_args()[::2], rows=192)
@@ -178,3 +180,103 @@ def test_wgmma_forward_traces_with_state_conversions(monkeypatch):
   assert out.shape == v.shape and kv.shape == (2, 3, 273, 112) and ks.shape == (2, 3, 273)
   text = str(jax.make_jaxpr(lambda q, k, v: ba._ffi_forward(q, k, v, None, False, 0.0, "wgmma"))(q, k, v))
   assert ba.WGMMA_TARGET in text and "192" in text
+
+
+def test_default_kernel_attributes_are_the_automatic_plain_launch():
+  """The default kernel sends segments=0 (automatic) and gram_sums=False, whatever normalize is."""
+  from ffi import based_attention as ba
+
+  for normalize in (True, False):
+    attrs = ba._kernel_attrs(ba.DEFAULT_KERNEL, normalize, 1e-6)
+    assert attrs["segments"] == 0 and attrs["segments"].dtype == np.int32
+    assert attrs["gram_sums"] is False and attrs["register_operands"] is True
+  # wgmma_gram: the register kernel, plus Gram rows only without normalization
+  assert ba._kernel_attrs("wgmma_gram", True, 1e-6) == ba._kernel_attrs("wgmma", True, 1e-6)
+  gram = ba._kernel_attrs("wgmma_gram", False, 1e-6, 8)
+  assert gram["gram_sums"] is True and gram["register_operands"] is True and gram["segments"] == 8
+
+
+@pytest.mark.parametrize("segments", [-1, 1025, 2.0, True, "8", None])
+def test_bad_segments_raise_value_error_naming_them(segments, monkeypatch):
+  def fail():
+    raise AssertionError("library loaded for invalid arguments")
+
+  monkeypatch.setattr(_loader, "ensure_registered", fail)
+  q, k, v = _args()
+  with pytest.raises(ValueError, match=r"\bsegments\b"):
+    ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None, segments=segments)
+
+
+def test_segments_are_for_the_wgmma_kernels_only():
+  q, k, v = _args()
+  with pytest.raises(ValueError, match=r"\bsegments\b.*mma_sync"):
+    ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None, kernel="mma_sync", segments=4)
+  from ffi import based_attention as ba
+
+  for kernel in ("wgmma", "wgmma_smem", "wgmma_gram"):
+    for segments in (0, 1, np.int64(8), ba.MAX_SEGMENTS):
+      ba.check_segments(segments, kernel)  # accepted
+  ba.check_segments(0, "mma_sync")
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_gram_forward_traces_to_gram_rows_and_a_273_key_state(with_state, monkeypatch):
+  """wgmma_gram with normalize=False: the FFI call returns Gram rows [B, H, 17, 16], converted to
+  k_state [B, H, 273]; with normalize=True it is the plain kernel's call."""
+  from ffi import based_attention as ba
+
+  monkeypatch.setattr(_loader, "ensure_registered", lambda: None)
+  q, k, v = _args(dv=112)
+  init = (jnp.zeros((2, 3, 273, 112), jnp.float32), jnp.zeros((2, 3, 273), jnp.float32)) if with_state else None
+  fwd = lambda normalize, segments: (
+      lambda q, k, v: ba._ffi_forward(q, k, v, init, normalize, 1e-6, "wgmma_gram", segments))
+  out, (kv, ks) = jax.eval_shape(fwd(False, 4), q, k, v)
+  assert out.shape == v.shape and kv.shape == (2, 3, 273, 112) and ks.shape == (2, 3, 273)
+  text = str(jax.make_jaxpr(fwd(False, 4))(q, k, v))
+  assert "f32[2,3,17,16] = ffi_call" in text and "('gram_sums', True)" in text
+  assert "('segments', np.int32(4))" in text
+  plain = str(jax.make_jaxpr(fwd(True, 0))(q, k, v))
+  assert "('gram_sums', False)" in plain and "17,16" not in plain
+
+
+@pytest.mark.parametrize("kernel,normalize", [("wgmma", False), ("wgmma_gram", False), ("wgmma_gram", True),
+                                              ("mma_sync", True)])
+def test_forward_into_traces_with_buffers_of_the_right_shapes(kernel, normalize, monkeypatch):
+  """The NaN-poison test hook: the aliased buffers have the shapes the FFI call declares (the Gram
+  variant: the first 17 x 16 elements of the 273-row k_state buffer)."""
+  from ffi import based_attention as ba
+
+  monkeypatch.setattr(_loader, "ensure_registered", lambda: None)
+  q, k, v = _args(dv=64)
+  kv0, ks0 = jnp.zeros((2, 3, 273, 64), jnp.float32), jnp.zeros((2, 3, 273), jnp.float32)
+  bufs = (jnp.zeros(v.shape, jnp.bfloat16), jnp.zeros((2, 3, 273, 64), jnp.float32),
+          jnp.zeros((2, 3, 273), jnp.float32))
+  for internal in (False, True):
+    out, kv, ks = jax.eval_shape(
+        lambda *a: ba._ffi_forward_into(*a, normalize=normalize, eps=1e-6, kernel=kernel, internal=internal,
+                                        segments=0 if kernel == "mma_sync" else 4), q, k, v, kv0, ks0, *bufs)
+    assert out.shape == v.shape
+    if not internal or kernel == "mma_sync":
+      assert kv.shape == (2, 3, 273, 64) and ks.shape == (2, 3, 273)
+    elif kernel == "wgmma_gram" and not normalize:
+      assert kv.shape == (2, 3, 192, 64) and ks.shape == (2, 3, 17, 16)
+    else:
+      assert kv.shape == (2, 3, 192, 64) and ks.shape == (2, 3, 192)
+
+
+@pytest.mark.parametrize("kernel,normalize", [("wgmma", True), ("wgmma_gram", False)])
+def test_custom_vjp_traces_with_segments(kernel, normalize, monkeypatch):
+  """jax.grad through _attention with the new nondiff arguments (kernel, segments): shapes only."""
+  from ffi import based_attention as ba
+
+  monkeypatch.setattr(_loader, "ensure_registered", lambda: None)
+  q, k, v = _args(dv=64)
+  init = (jnp.zeros((2, 3, 273, 64), jnp.float32), jnp.zeros((2, 3, 273), jnp.float32))
+
+  def loss(q, k, v, init):
+    out, (kv, ks) = ba._attention(q, k, v, init, normalize, 1e-6, kernel, 8)
+    return jnp.sum(out.astype(jnp.float32)) + jnp.sum(kv) + jnp.sum(ks)
+
+  grads = jax.eval_shape(jax.grad(loss, argnums=(0, 1, 2, 3)), q, k, v, init)
+  assert grads[0].shape == q.shape and grads[2].shape == v.shape
+  assert grads[3][0].shape == (2, 3, 273, 64) and grads[3][1].shape == (2, 3, 273)

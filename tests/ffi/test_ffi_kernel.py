@@ -1,9 +1,11 @@
 """The CUDA kernels on a Hopper GPU against a float64 NumPy oracle (gpu-marked: skipped without a GPU).
 
-Every forward test runs for every kernel (kernel="wgmma", the default, "wgmma_smem" and "mma_sync"):
-fresh random inputs per case, odd lengths, both variants, Dv 64 and 112, initial states drawn from
-real prefix sums, outputs poisoned with NaN before the kernel writes them, jit and vmap, a tensor
-past 2^31 elements; gradients (the same XLA backward for all) through the default kernel.
+Every forward test runs for every kernel (kernel="wgmma", the default, "wgmma_smem", "mma_sync" and
+"wgmma_gram"): fresh random inputs per case, odd lengths, both variants, Dv 64 and 112, initial
+states drawn from real prefix sums, outputs poisoned with NaN before the kernel writes them, jit and
+vmap, a tensor past 2^31 elements; gradients (the same XLA backward for all) through the default
+kernel. "wgmma_gram" differs from "wgmma" only without normalization, so its normalize=True cases
+are skipped. Explicit segment counts (segments=) run for the wgmma kernels.
 """
 
 import functools
@@ -20,6 +22,13 @@ from tests.float64_reference import rel_err as _rel
 pytestmark = pytest.mark.gpu
 
 TOL = 1e-2  # ||out - ref|| / ||ref|| for bf16 inputs
+SEGMENT_KERNELS = ("wgmma", "wgmma_gram")
+
+
+def _skip_redundant(kernel: str, normalize: bool) -> None:
+  """wgmma_gram with normalize=True is the wgmma launch itself: tested there."""
+  if kernel == "wgmma_gram" and normalize:
+    pytest.skip("wgmma_gram with normalize=True is kernel='wgmma'")
 
 
 CASES = [  # B, L, H, Dv, normalize, with_state
@@ -43,6 +52,7 @@ def test_matches_float64_oracle_under_jit(b, length, h, dv, normalize, with_stat
   import ffi
   from based_jax.ops import LinearAttentionState
 
+  _skip_redundant(kernel, normalize)
   q, k, v, init = _draw(hash((b, length, h, dv, normalize, with_state)) % 2**31, b, length, h, dv,
                         with_state=with_state)
   state = None if init is None else LinearAttentionState(jnp.asarray(init[0]), jnp.asarray(init[1]))
@@ -67,6 +77,7 @@ def test_every_output_element_is_written(b, length, h, dv, normalize, kernel):
   """Outputs aliased to NaN-filled buffers: any element the kernel skips stays NaN."""
   from ffi.based_attention import _ffi_forward_into
 
+  _skip_redundant(kernel, normalize)
   q, k, v, (kv0, ks0) = _draw(7 + length, b, length, h, dv, with_state=True)
   poison = (jnp.full(v.shape, jnp.nan, jnp.bfloat16), jnp.full((b, h, 273, dv), jnp.nan, jnp.float32),
             jnp.full((b, h, 273), jnp.nan, jnp.float32))
@@ -85,23 +96,25 @@ def test_every_output_element_is_written(b, length, h, dv, normalize, kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_dispatch_impl_ffi_and_vmap(kernel):
-  """based_jax.ops dispatch to the kernel, and jax.vmap over an extra leading axis."""
+  """based_jax.ops dispatch to the kernel, and jax.vmap over an extra leading axis (wgmma_gram:
+  without normalization, so that its Gram rows and their conversion are vmapped)."""
   import ffi
   from based_jax.ops import linear_attention
 
+  normalize = kernel != "wgmma_gram"
   q, k, v, _ = _draw(11, 2 * 2, 129, 3, 64, with_state=False)
   qs, ks_, vs = (x.reshape(2, 2, *x.shape[1:]) for x in (q, k, v))  # [V, B, L, H, .]
   batched = jax.jit(jax.vmap(
-      lambda q, k, v: ffi.linear_attention(q, k, v, normalize=True, eps=1e-6, initial_state=None,
+      lambda q, k, v: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-6, initial_state=None,
                                            kernel=kernel)))
   out, state = batched(qs, ks_, vs)
   assert out.shape == (2, 2, 129, 3, 64) and state.kv.shape == (2, 2, 3, 273, 64)
-  ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=True, eps=1e-6)
+  ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=normalize, eps=1e-6)
   assert _rel(out.reshape(v.shape), ref_out) <= TOL
   assert _rel(state.kv.reshape(ref_kv.shape), ref_kv) <= TOL
   assert _rel(state.k_state.reshape(ref_ks.shape), ref_ks) <= TOL
   out2, _ = jax.jit(lambda q, k, v: linear_attention(q, k, v, normalize=True, eps=1e-6, impl="ffi"))(q, k, v)
-  assert _rel(out2, ref_out) <= TOL
+  assert _rel(out2, _oracle(q, k, v, normalize=True, eps=1e-6)[0]) <= TOL
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -119,6 +132,54 @@ def test_past_2_pow_31_elements(kernel):
     assert _rel(out[row:row + 1], ref_out) <= TOL
     assert _rel(state.kv[row:row + 1], ref_kv) <= TOL
     assert _rel(state.k_state[row:row + 1], ref_ks) <= TOL
+
+
+@pytest.mark.parametrize("kernel", SEGMENT_KERNELS)
+@pytest.mark.parametrize("b,length,h,dv,normalize,segments", [
+    (1, 8192, 4, 64, False, 1),      # one segment: no pass 1, no prefix (no initial state)
+    (1, 8192, 4, 64, False, 4),
+    (1, 8192, 4, 64, True, 8),
+    (1, 8192, 4, 64, False, 32),
+    (2, 2049, 2, 112, False, 16),    # 33 chunks in 16 asked: 11 segments of 3, partial last chunk
+    (1, 300, 2, 64, False, 1024),    # more segments asked than chunks: one per chunk
+])
+def test_explicit_segment_counts(b, length, h, dv, normalize, segments, kernel):
+  """segments= changes the split of the sequence, not the result (with an initial state: the
+  prefix kernel's slot 0; the Gram variant: its Gram rows through pass 1 and the prefix)."""
+  import ffi
+  from based_jax.ops import LinearAttentionState
+
+  _skip_redundant(kernel, normalize)
+  q, k, v, init = _draw(17 + segments, b, length, h, dv, with_state=True)
+  state = LinearAttentionState(jnp.asarray(init[0]), jnp.asarray(init[1]))
+  fn = jax.jit(lambda q, k, v, s: ffi.linear_attention(q, k, v, normalize=normalize, eps=1e-6, initial_state=s,
+                                                       kernel=kernel, segments=segments))
+  out, final = fn(q, k, v, state)
+  ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=normalize, eps=1e-6, kv0=init[0], ks0=init[1])
+  assert _rel(out, ref_out) <= TOL
+  assert _rel(final.kv, ref_kv) <= TOL
+  assert _rel(final.k_state, ref_ks) <= TOL
+  if kernel == "wgmma_gram":  # exact products summed in float32 (plus the initial state): far below TOL
+    assert _rel(final.k_state, ref_ks) <= 1e-4
+
+
+@pytest.mark.parametrize("segments", [3, 64])
+def test_gram_rows_every_element_written_with_segments(segments):
+  """The Gram variant's raw Gram rows and psi state are fully written, whatever the segment count."""
+  from ffi.based_attention import _ffi_forward_into
+
+  b, length, h, dv = 2, 3000, 3, 112
+  q, k, v, (kv0, ks0) = _draw(29 + segments, b, length, h, dv, with_state=True)
+  poison = (jnp.full(v.shape, jnp.nan, jnp.bfloat16), jnp.full((b, h, 273, dv), jnp.nan, jnp.float32),
+            jnp.full((b, h, 273), jnp.nan, jnp.float32))
+  args = (q, k, v, jnp.asarray(kv0), jnp.asarray(ks0), *poison)
+  kw = dict(normalize=False, eps=1e-6, kernel="wgmma_gram", segments=segments)
+  raw = jax.jit(lambda *a: _ffi_forward_into(*a, internal=True, **kw))(*args)
+  assert raw[2].shape == (b, h, 17, 16)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in raw)
+  out, kv, ks = jax.jit(lambda *a: _ffi_forward_into(*a, **kw))(*args)
+  ref_out, ref_kv, ref_ks = _oracle(q, k, v, normalize=False, eps=1e-6, kv0=kv0, ks0=ks0)
+  assert _rel(out, ref_out) <= TOL and _rel(kv, ref_kv) <= TOL and _rel(ks, ref_ks) <= 1e-4
 
 
 # The backward is the kernel-independent XLA VJP (custom_vjp), and compiling it takes ~50 s on the

@@ -103,3 +103,53 @@ def test_kernel_model_matches_float64(b, length, h, dv, normalize, with_state, s
   assert rel_err(out, ref_out) <= 1e-2
   assert rel_err(kv, ref_kv) <= 1e-2  # psi_k(K) and V are rounded to bf16, as on the tensor cores
   assert rel_err(ks, ref_ks) <= 1e-2
+
+
+def test_key_sums_from_gram_rows():
+  """Gram rows [sum k k^T; sum k] [17, 16] and the count give sum_t psi_k(k_t), rows 161..191 zero."""
+  keys = np.random.default_rng(3).normal(size=(2, 45, 16))                    # [B, T, F]
+  left = np.concatenate([keys, np.ones((2, 45, 1))], axis=-1)                 # [B, T, 17]
+  gram = np.einsum("btg,btf->bgf", left, keys).astype(np.float32)            # [B, 17, 16]
+  got = np.asarray(psi_layout.key_sums_from_gram(gram, 45))                  # [B, R]
+  want = psi_layout.psi_from_matrices(keys, "k").sum(axis=1)                 # [B, R]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  assert got.shape == (2, 192) and np.all(got[:, 161:] == 0)
+  assert np.all(got[:, psi_layout.CONST_ROW] == 45)
+
+
+def test_from_gram_table_reads_each_gram_entry_it_needs():
+  """Every product k_a k_b (a <= b up to the shift symmetry) and every sum k_b is read."""
+  idx, w = psi_layout.FROM_GRAM_INDEX, psi_layout.FROM_GRAM_WEIGHT
+  live = w != 0
+  assert live.sum() == 161 and np.all(live[:161])
+  assert len(set(idx[live].tolist())) == 161  # no Gram entry read twice
+  assert idx[psi_layout.CONST_ROW] == 272 and set(idx[144:160].tolist()) == set(range(256, 272))
+
+
+@pytest.mark.parametrize("b,length,h,dv,with_state,segments", [
+    (1, 200, 2, 64, True, 3),
+    (2, 63, 1, 56, False, 1),
+    (1, 333, 2, 112, True, 6),
+])
+def test_kernel_model_with_gram_sums_matches_float64(b, length, h, dv, with_state, segments):
+  """The Gram variant's key sums (per-segment Gram rows, rebuilt in Python, plus the initial
+  k_state) against the oracle."""
+  q, k, v, init = draw_inputs(length + 11 * segments, b, length, h, dv, with_state=with_state)
+  kv0, ks0 = (None, None) if init is None else init
+  out, kv, ks = psi_layout.kernel_model(q, k, v, normalize=False, eps=1e-6, kv0=kv0, ks0=ks0,
+                                        num_segments=segments, gram_sums=True)
+  ref_out, ref_kv, ref_ks = oracle(q, k, v, normalize=False, eps=1e-6, kv0=kv0, ks0=ks0)
+  assert rel_err(out, ref_out) <= 1e-2
+  assert rel_err(kv, ref_kv) <= 1e-2
+  assert rel_err(ks, ref_ks) <= 1e-5  # exact products summed in float32: far tighter than bf16
+
+
+def test_key_state_273_from_gram_is_to_273_of_the_psi_sums():
+  """The one-gather form equals to_273(key_sums_from_gram(...)) and the phi sums of the keys."""
+  keys = np.random.default_rng(4).normal(size=(3, 50, 16))                    # [B, T, F]
+  left = np.concatenate([keys, np.ones((3, 50, 1))], axis=-1)                 # [B, T, 17]
+  gram = np.einsum("btg,btf->bgf", left, keys).astype(np.float32)            # [B, 17, 16]
+  one = np.asarray(psi_layout.key_state_273_from_gram(gram, 50))             # [B, E]
+  two = np.asarray(psi_layout.to_273(psi_layout.key_sums_from_gram(gram, 50)[:, None])[:, 0])
+  np.testing.assert_allclose(one, two, rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(one, phi64(keys).sum(axis=1), rtol=1e-5, atol=1e-4)
