@@ -390,7 +390,7 @@ def _decode_program(params, first, cache, key, *, model, max_new_tokens: int,
   carry = (jnp.int32(1), first, done, lengths, tokens, cache, key)
   _, _, done, lengths, tokens, cache, _ = jax.lax.while_loop(cond, body, carry)
   if defer_state_writes:   # nothing is pending after an iteration: the states are complete
-    cache = ops.map_deferred_states(lambda d: d.state, cache)
+    cache = ops.map_linear_attention_states(lambda d: d.state, cache, ops.DeferredState)
   steps = jnp.max(lengths)  # the longest row: its tokens were made by the iterations that counted
   return tokens[:, :total], lengths, done, steps, cache
 

@@ -53,6 +53,13 @@ def _rel(x, ref) -> float:
   return float(np.linalg.norm(x - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
+def _record_mismatches(row: dict, name: str, got, ref) -> None:
+  """row[name + "_bad_count"] and row[name + "_first_bad"]: the elements off NumPy by > 1e-3."""
+  bad = np.argwhere(~np.isclose(got, ref, rtol=1e-3, atol=1e-3))
+  row[name + "_bad_count"] = int(len(bad))
+  row[name + "_first_bad"] = [int(i) for i in bad[0]] if len(bad) else None
+
+
 def selftest() -> dict:
   """The wgmma conventions alone (descriptor, swizzle, fragment order, K steps, N = 72) vs NumPy."""
   from ffi import _loader
@@ -71,9 +78,7 @@ def selftest() -> dict:
   row = {"case": "selftest", "d1_m64n64k16": _rel(d1, ref1), "d2_m64n72_k64": _rel(d2, ref2),
          "d3_register_a": _rel(d3, ref2)}
   for name, got, ref in (("d1", d1, ref1), ("d2", d2, ref2), ("d3", d3, ref2)):
-    bad = np.argwhere(~np.isclose(got, ref, rtol=1e-3, atol=1e-3))
-    row[name + "_bad_count"] = int(len(bad))
-    row[name + "_first_bad"] = [int(i) for i in bad[0]] if len(bad) else None
+    _record_mismatches(row, name, got, ref)
   return row
 
 
@@ -94,10 +99,8 @@ def selftest_gram() -> dict:
   refs = (f["a"] @ f["b56"].T, f["a"] @ f["kk"], f["a"] @ f["b64"].T)
   row = {"case": "selftest_gram"}
   for name, d, ref in zip(("d4_m64n56", "d5_kt_m64n16_rs", "d6_m64n64_rs"), got, refs):
-    bad = np.argwhere(~np.isclose(d, ref, rtol=1e-3, atol=1e-3))
     row[name] = _rel(d, ref)
-    row[name + "_bad_count"] = int(len(bad))
-    row[name + "_first_bad"] = [int(i) for i in bad[0]] if len(bad) else None
+    _record_mismatches(row, name, d, ref)
   return row
 
 

@@ -6,7 +6,6 @@ from based_jax.ops.deferred import (
     DeferredState,
     deferred_recurrent_step,
     defer_writes,
-    map_deferred_states,
 )
 from based_jax.ops.dispatch import (
     IMPLEMENTATIONS,
@@ -53,7 +52,6 @@ __all__ = [
     "gated_linear_xla",
     "left_pad_initial_state",
     "linear_attention",
-    "map_deferred_states",
     "map_linear_attention_states",
     "quadratic_linear_attention",
     "recurrent_step",

@@ -99,8 +99,3 @@ def deferred_recurrent_step(q: jax.Array, k: jax.Array, v: jax.Array, deferred: 
   out = num / (den[..., None] + eps) if normalize else num
   return out.astype(v.dtype), nxt
 
-
-def map_deferred_states(fn, cache):
-  """Applies fn to every DeferredState inside a cache pytree (other leaves unchanged)."""
-  is_deferred = lambda x: isinstance(x, DeferredState)
-  return jax.tree.map(lambda x: fn(x) if is_deferred(x) else x, cache, is_leaf=is_deferred)

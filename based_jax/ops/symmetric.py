@@ -78,7 +78,8 @@ def from_symmetric_state(state: LinearAttentionState) -> LinearAttentionState:
   return _convert(state, SYMMETRIC_DIM, _rows_from_symmetric, "from_symmetric_state")
 
 
-def map_linear_attention_states(fn, cache):
-  """Applies fn to every LinearAttentionState inside a cache pytree (other leaves unchanged)."""
-  is_state = lambda x: isinstance(x, LinearAttentionState)
+def map_linear_attention_states(fn, cache, state_type=LinearAttentionState):
+  """Applies fn to every `state_type` (a LinearAttentionState, or e.g. a DeferredState) inside a
+  cache pytree (other leaves unchanged)."""
+  is_state = lambda x: isinstance(x, state_type)
   return jax.tree.map(lambda x: fn(x) if is_state(x) else x, cache, is_leaf=is_state)

@@ -38,6 +38,15 @@ def frag(i, warp, lane):
   return 16 * warp + (lane >> 2) + 8 * ((i >> 1) & 1), 8 * (i >> 2) + 2 * (lane & 3) + (i & 1)
 
 
+def fragment_elements(count, step=1):
+  """(row, column) of fragment elements 0, step, .. < count of every (warp, lane) of the
+  warpgroup: the loop that the kernel's 128 threads run side by side."""
+  for warp in range(4):
+    for lane in range(32):
+      for i in range(0, count, step):
+        yield frag(i, warp, lane)
+
+
 class Smem:
   """Shared memory as 2-byte slots holding bf16 values (NaN: never written)."""
 
@@ -155,26 +164,20 @@ def build_vt(mem, ly, buf, valid):
 def psi_values(g, t, r, transposed):
   """t, r: [64, 64] products; the kernel's per-fragment formula, applied over all (warp, lane, i)."""
   x = np.empty((64, 64))
-  for warp in range(4):
-    for lane in range(32):
-      for i in range(32):
-        row, col = frag(i, warp, lane)
-        a, b = t[row, col], r[row, col]
-        if g == 2:
-          j = row if transposed else col
-          a += 1.0 if j >= 16 else 0.0
-          b += 1.0 if j == 32 else 0.0
-        x[row, col] = a * b
+  for row, col in fragment_elements(32):
+    a, b = t[row, col], r[row, col]
+    if g == 2:
+      j = row if transposed else col
+      a += 1.0 if j >= 16 else 0.0
+      b += 1.0 if j == 32 else 0.0
+    x[row, col] = a * b
   return x
 
 
 def store_psi_group(mem, ly, g, x, transposed):
-  for warp in range(4):
-    for lane in range(32):
-      for i in range(0, 32, 2):
-        row, col = frag(i, warp, lane)
-        off = tile_off(64 * g + row, col, 24) if transposed else tile_off(row, 64 * g + col, 8)
-        mem.st(ly.psi + off, [x[row, col], x[row, col + 1]])
+  for row, col in fragment_elements(32, step=2):
+    off = tile_off(64 * g + row, col, 24) if transposed else tile_off(row, 64 * g + col, 8)
+    mem.st(ly.psi + off, [x[row, col], x[row, col + 1]])
 
 
 def products(mem, ly, x_tile, transposed, side):
@@ -190,35 +193,26 @@ def products(mem, ly, x_tile, transposed, side):
 def gram_left_values(t):
   """gram_left_values: group 2's left factor (M_left2^T K^T) + [j >= 16], over all fragments."""
   x = np.empty((64, 64))
-  for warp in range(4):
-    for lane in range(32):
-      for i in range(32):
-        row, col = frag(i, warp, lane)
-        x[row, col] = t[row, col] + (1.0 if row >= 16 else 0.0)
+  for row, col in fragment_elements(32):
+    x[row, col] = t[row, col] + (1.0 if row >= 16 else 0.0)
   return x
 
 
 def store_gram_rows(gram):
   """The last segment's store of the m64n16 Gram accumulator: rows 0..16 -> [17, 16]."""
   out = np.full((17, 16), np.nan)
-  for warp in range(4):
-    for lane in range(32):
-      for i in range(0, 8, 2):
-        j, c = frag(i, warp, lane)
-        if j <= 16:
-          out[j, c], out[j, c + 1] = gram[j, c], gram[j, c + 1]
+  for j, c in fragment_elements(8, step=2):
+    if j <= 16:
+      out[j, c], out[j, c + 1] = gram[j, c], gram[j, c + 1]
   assert not np.isnan(out).any(), "a Gram row element is never stored"
   return out
 
 
 def taylor_values(sc):
   x = np.empty((64, 64))
-  for warp in range(4):
-    for lane in range(32):
-      for i in range(32):
-        row, col = frag(i, warp, lane)
-        s = 0.25 * sc[row, col]
-        x[row, col] = 1 + s + 0.5 * s * s if col <= row else 0.0
+  for row, col in fragment_elements(32):
+    s = 0.25 * sc[row, col]
+    x[row, col] = 1 + s + 0.5 * s * s if col <= row else 0.0
   return x
 
 
@@ -244,11 +238,8 @@ def a_from_fragments(x):
 
 def store_state_bf16(mem, ly, s):
   for g in range(3):
-    for warp in range(4):
-      for lane in range(32):
-        for i in range(ly.n // 2):
-          row, n = frag(i, warp, lane)
-          mem.st(ly.sb + tile_off(n, 64 * g + row, ly.na), s[g][row, n])
+    for row, n in fragment_elements(ly.n // 2):
+      mem.st(ly.sb + tile_off(n, 64 * g + row, ly.na), s[g][row, n])
 
 
 def emulate(q, k, v, s0, *, gv, normalize, eps, reg_a, gram=False):
