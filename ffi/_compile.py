@@ -11,6 +11,8 @@ from pathlib import Path
 SOURCE = Path(__file__).with_name("based_attention.cu")  # the mma.sync kernel (the default)
 # Further sources compiled into the same library: the wgmma kernel (kernel="wgmma").
 EXTRA_SOURCES = (Path(__file__).with_name("based_attention_wgmma.cu"),)
+# Headers the sources include (part of the build's cache key).
+HEADERS = (Path(__file__).with_name("ffi_common.cuh"),)
 LIBRARY_NAME = "libbased_attention.so"
 # Exported handler symbols (extern "C", one per FFI target).
 HANDLER_SYMBOLS = (
@@ -62,7 +64,7 @@ def _jaxlib_version() -> str:
 def cache_key() -> str:
   """Hash of the CUDA sources, the nvcc flags and the jaxlib version (16 hex digits)."""
   digest = hashlib.sha256()
-  for source in (SOURCE, *EXTRA_SOURCES):
+  for source in (SOURCE, *EXTRA_SOURCES, *HEADERS):
     digest.update(source.read_bytes())
   digest.update("\0".join(NVCC_FLAGS).encode())
   digest.update(_jaxlib_version().encode())

@@ -52,11 +52,15 @@
 #include <string>
 #include <utility>
 
+#include "ffi_common.cuh"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace based_attention {
+
+using based_ffi::aligned16;
+using based_ffi::bind_qkv;
 
 constexpr int kChunk = 64;         // tokens per chunk
 constexpr int kFeat = 16;          // q/k feature dim
@@ -559,8 +563,6 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
   return ffi::Error::Success();
 }
 
-bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
-
 ffi::Error forward(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q, ffi::AnyBuffer k,
                    ffi::AnyBuffer v, const ffi::AnyBuffer* kv0, const ffi::AnyBuffer* ks0, bool normalize,
                    float eps, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> kv,
@@ -645,16 +647,6 @@ ffi::Error ForwardInto(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::
 }  // namespace based_attention
 
 namespace based_attention {
-
-// Stream, scratch and the q, k, v buffers: the start of every handler's binding.
-inline auto bind_qkv() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::PlatformStream<cudaStream_t>>()
-      .Ctx<ffi::ScratchAllocator>()
-      .Arg<ffi::AnyBuffer>()   // q [..., L, H, 16] bf16
-      .Arg<ffi::AnyBuffer>()   // k [..., L, H, 16] bf16
-      .Arg<ffi::AnyBuffer>();  // v [..., L, H, Dv] bf16
-}
 
 // Attributes and the three results: the end of every handler's binding.
 template <typename Binding>

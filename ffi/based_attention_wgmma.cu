@@ -72,11 +72,15 @@
 #include <string>
 #include <utility>
 
+#include "ffi_common.cuh"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace based_wgmma {
+
+using based_ffi::aligned16;
+using based_ffi::bind_qkv;
 
 constexpr int kChunk = 64;       // tokens per chunk (wgmma M)
 constexpr int kFeat = 16;        // q/k feature dim
@@ -1105,8 +1109,6 @@ ffi::Error launch(cudaStream_t stream, ffi::ScratchAllocator& scratch, Params p,
   return check_launch("output kernel");
 }
 
-bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
-
 // The FFI attributes of one call (see attrs_and_results).
 struct Options {
   bool normalize;
@@ -1257,16 +1259,6 @@ ffi::Error SelfTestGram(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b5
       static_cast<float*>(d4->untyped_data()), static_cast<float*>(d5->untyped_data()),
       static_cast<float*>(d6->untyped_data()));
   return check_launch("gram self-test kernel");
-}
-
-// Stream, scratch and the q, k, v buffers: the start of every handler's binding.
-inline auto bind_qkv() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::PlatformStream<cudaStream_t>>()
-      .Ctx<ffi::ScratchAllocator>()
-      .Arg<ffi::AnyBuffer>()   // q [..., L, H, 16] bf16
-      .Arg<ffi::AnyBuffer>()   // k [..., L, H, 16] bf16
-      .Arg<ffi::AnyBuffer>();  // v [..., L, H, Dv] bf16
 }
 
 // Attributes and the three results: the end of every handler's binding.
